@@ -1,0 +1,126 @@
+"""Dataset caches, preprocessing, subject folds and the paper's augmentation (shared by the scripts)."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import fermodel as fm
+
+CACHE = fm.REPO_ROOT / "models" / "cache"
+
+
+def load_split(name: str, cache: Path = CACHE) -> dict:
+    """name: 'fer2013_train', 'fer2013_public_test', 'ckplus48' (see prep_data.py)."""
+    p = Path(cache) / f"{name}.npz"
+    if not p.exists():
+        raise FileNotFoundError(f"{p} missing: run models/prep_data.py first")
+    d = np.load(p)
+    return {k: d[k] for k in d.files}
+
+
+def preprocessed(d: dict, size: int, name: str | None = None, cache: Path = CACHE) -> np.ndarray:
+    """CLAHE'd uint8 images at `size` (resize first, then CLAHE, as the runtime does); cached on disk."""
+    import cv2
+    p = Path(cache) / f"{name}_clahe{size}.npy" if name else None
+    if p is not None and p.exists():
+        return np.load(p)
+    clahe = cv2.createCLAHE(clipLimit=fm.CLAHE_CLIP, tileGridSize=fm.CLAHE_TILES)
+    out = np.zeros((len(d["images"]), size, size), np.uint8)
+    for i, im in enumerate(d["images"]):
+        if im.shape != (size, size):
+            im = cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR if size > im.shape[0] else cv2.INTER_AREA)
+        out[i] = clahe.apply(im)
+    if p is not None:
+        np.save(p, out)
+    return out
+
+
+def to_tensor(u8: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W] (already CLAHE'd) -> float [N,1,H,W] in [-1,1]."""
+    return torch.from_numpy(u8).float().unsqueeze(1).mul_(fm.SCALE).add_(fm.OFFSET)
+
+
+def fer_label_map(classes) -> np.ndarray:
+    """Map a dataset's class folder names onto FER2013 label indices (-1 = no counterpart, e.g. contempt)."""
+    out = []
+    for c in classes:
+        c = str(c)
+        f = fm.CK_TO_FER.get(c, c)
+        out.append(fm.FER_LABELS.index(f) if f in fm.FER_LABELS else -1)
+    return np.array(out)
+
+
+SUBJECT_RE = re.compile(r"^S(\d+)_(\d+)_(\d+)\.\w+$")
+
+
+def subject_of(name: str) -> str:
+    m = SUBJECT_RE.match(str(name))
+    if not m:
+        raise ValueError(f"not a CK+ file name S<subject>_<seq>_<frame>: {name}")
+    return "S" + m.group(1)
+
+
+def subject_folds(names, n_folds: int = 10, seed: int = 0) -> np.ndarray:
+    """Fold index per image; all images of one subject share a fold. Subjects are shuffled (seeded) and
+    dealt to the currently smallest fold (by image count) so folds are balanced in size."""
+    subs = np.array([subject_of(n) for n in names])
+    uniq = sorted(set(subs))
+    rs = np.random.RandomState(seed)
+    rs.shuffle(uniq)
+    counts = {s: int((subs == s).sum()) for s in uniq}
+    uniq.sort(key=lambda s: -counts[s])  # stable: largest first, shuffled among equals
+    load = np.zeros(n_folds, int)
+    fold_of = {}
+    for s in uniq:
+        f = int(np.argmin(load))
+        fold_of[s] = f
+        load[f] += counts[s]
+    return np.array([fold_of[s] for s in subs])
+
+
+def hflip(x: torch.Tensor, lm: torch.Tensor | None = None):
+    x = torch.flip(x, dims=[3])
+    if lm is None:
+        return x
+    lm = lm.clone()
+    lm[..., 0] = 1.0 - lm[..., 0]
+    return x, lm[:, fm.FLIP68]
+
+
+def augment(x: torch.Tensor, lm: torch.Tensor | None, gen: torch.Generator, rot_deg=15.0, shift=0.05, shear=0.05,
+            flip=True):
+    """The paper's augmentation on a batch: rotation +-rot_deg, shifts +-shift (fraction of size), shear +-shear,
+    random horizontal flip. The same affine is applied to the landmark targets ([0,1] crop coordinates), and a
+    flip re-indexes them with the 68-point left/right permutation. Border pixels are replicated."""
+    n = x.shape[0]
+    r = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo
+    a = r(-rot_deg, rot_deg) * math.pi / 180
+    sh = r(-shear, shear)
+    tx, ty = r(-shift, shift) * 2, r(-shift, shift) * 2  # [-1,1] coordinates span 2
+    fl = (torch.rand(n, generator=gen) < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
+    # forward map (input -> output) M = R @ Sh @ Fl ; affine_grid needs the inverse (output -> input)
+    cos, sin = torch.cos(a), torch.sin(a)
+    R = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    Sh = torch.eye(2).repeat(n, 1, 1)
+    Sh[:, 0, 1] = sh
+    Fl = torch.eye(2).repeat(n, 1, 1)
+    Fl[:, 0, 0] = torch.where(fl, -1.0, 1.0)
+    M = R @ Sh @ Fl
+    t = torch.stack([tx, ty], 1)
+    Minv = torch.linalg.inv(M)
+    theta = torch.cat([Minv, (-Minv @ t.unsqueeze(2))], 2)  # in = Minv @ (out - t)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    xo = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if lm is None:
+        return xo
+    p = lm * 2 - 1  # [0,1] -> [-1,1] (align_corners=False convention: -1 = left edge)
+    po = p @ M.transpose(1, 2) + t.unsqueeze(1)
+    lo = (po + 1) / 2
+    if fl.any():
+        lo[fl] = lo[fl][:, fm.FLIP68]
+    return xo, lo

@@ -1,0 +1,124 @@
+"""Architecture (parameter count), export round trip, int8 quantization, shipped models and fixtures."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import fermodel as fm
+
+REPO = fm.REPO_ROOT
+
+
+def test_parameter_count():
+    m = fm.Ensemble(n_classes=7, in_ch=1)
+    per, total = fm.ensemble_param_count(m)
+    print(f"parameters per sub-network {per}, total {total}")
+    assert per == [329_079] * 5
+    assert total == 1_645_395
+    # the design brief's 3-channel figure
+    m3 = fm.Ensemble(n_classes=7, in_ch=3)
+    assert fm.ensemble_param_count(m3)[1] == 1_646_835
+
+
+def test_forward_shapes():
+    m = fm.Ensemble().eval()
+    p, pp, lm = fm.ExportWrapper(m)(torch.zeros(3, 1, 48, 48))
+    assert p.shape == (3, 7) and pp.shape == (3, 5, 7) and lm.shape == (3, 68, 2)
+    assert torch.allclose(p.sum(-1), torch.ones(3), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    m = fm.Ensemble().eval()
+    # non-trivial BN statistics so that folding matters
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    d = tmp_path_factory.mktemp("export")
+    fm.export_onnx(m, d / "fp32.onnx", 48)
+    x = np.random.RandomState(0).uniform(-1, 1, (64, 1, 48, 48)).astype(np.float32)
+    fm.quantize_int8(d / "fp32.onnx", d / "int8.onnx", x)
+    return m, d, x
+
+
+def test_export_round_trip(exported):
+    m, d, x = exported
+    sess = fm.ort_session(d / "fp32.onnx")
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "part_probabilities", "landmarks"]
+    outs = sess.run(None, {"input": x[:5]})
+    with torch.no_grad():
+        ref = fm.ExportWrapper(m)(torch.from_numpy(x[:5]))
+    for o, r in zip(outs, ref):
+        assert o.shape == tuple(r.shape)
+        assert np.abs(o - r.numpy()).max() < 1e-4
+    ops = {n.op_type for n in onnx.load(d / "fp32.onnx").graph.node}
+    assert "Gemm" not in ops and "BatchNormalization" not in ops and "MatMul" in ops
+    assert onnx.load(d / "fp32.onnx").opset_import[0].version >= 13
+
+
+def test_quantized_loads_runs_standard_ops(exported):
+    _, d, x = exported
+    g = onnx.load(d / "int8.onnx")
+    for n in g.graph.node:
+        assert n.domain in ("", "ai.onnx"), (n.op_type, n.domain)
+    ops = {n.op_type for n in g.graph.node}
+    assert {"QLinearConv", "QLinearMatMul"} <= ops
+    assert not ({"Conv", "MatMul", "Gemm", "QGemm", "QLinearAdd"} & ops)
+    p, pp, lm = fm.ort_session(d / "int8.onnx").run(None, {"input": x[:4]})
+    assert p.shape == (4, 7) and pp.shape == (4, 5, 7) and lm.shape == (4, 68, 2)
+    assert np.isfinite(p).all() and np.allclose(p.sum(-1), 1, atol=1e-3)
+
+
+def _model_dirs():
+    dirs = [p.parent for p in (REPO / "models").glob("*/manifest.json")]
+    dirs += [p.parent for p in (REPO / "tests" / "fixtures").glob("ensemble*/manifest.json")]
+    return sorted(dirs)
+
+
+SCHEMA_KEYS = ["name", "description", "purpose", "format", "file", "sha256", "input", "preprocess", "labels", "parts",
+               "outputs"]
+
+
+@pytest.mark.parametrize("mdir", _model_dirs(), ids=lambda p: p.name)
+def test_shipped_manifest(mdir):
+    man = json.loads((mdir / "manifest.json").read_text())
+    assert list(man) == SCHEMA_KEYS
+    assert man["sha256"] == fm.sha256(mdir / man["file"])
+    assert man["format"] in ("fp32", "int8") and man["purpose"] in ("classifier", "test-fixture")
+    assert man["input"]["name"] == "input" and man["input"]["channels"] == 1
+    assert man["preprocess"] == {"clahe_clip_limit": 2.0, "clahe_tiles": [8, 8], "scale": 1 / 127.5, "offset": -1.0}
+    assert man["parts"] == fm.PART_NAMES
+    if man["purpose"] == "classifier" and mdir.name.startswith("fer2013"):
+        assert man["labels"] == fm.FER_LABELS
+    g = onnx.load(mdir / man["file"])
+    for n in g.graph.node:
+        assert n.domain in ("", "ai.onnx")
+    if man["format"] == "int8":
+        assert "QLinearConv" in {n.op_type for n in g.graph.node}
+    h = man["input"]["height"]
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 1, h, h)).astype(np.float32)
+    sess = fm.ort_session(mdir / man["file"])
+    names = [o.name for o in sess.get_outputs()]
+    assert names == ["probabilities", "part_probabilities", "landmarks"]
+    p, pp, lm = sess.run(None, {"input": x})
+    C = len(man["labels"])
+    assert p.shape == (2, C) and pp.shape == (2, 5, C) and lm.shape == (2, 68, 2)
+
+
+@pytest.mark.parametrize("name", ["ensemble", "ensemble-int8"])
+def test_fixture_reference_outputs(name):
+    d = REPO / "tests" / "fixtures" / name
+    if not (d / "model.onnx").exists():
+        pytest.skip("fixture not generated (python3 models/make_fixture.py)")
+    x = np.fromfile(d / "input.f32", dtype="<f4").reshape(1, 1, 48, 48)
+    outs = fm.ort_session(d / "model.onnx").run(None, {"input": x})
+    for o, n, shape in zip(outs, ["probabilities", "part_probabilities", "landmarks"], [(1, 7), (1, 5, 7), (1, 68, 2)]):
+        ref = np.fromfile(d / f"{n}.f32", dtype="<f4").reshape(shape)
+        assert np.abs(o - ref).max() < 1e-5, n

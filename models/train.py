@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""Train the part-based ensemble (see README.md and ../shared/DESIGN.md).
+
+  stage1  landmark regression per part (MAE on the teacher's 68 points, paper augmentation applied to
+          image and targets alike). Backbones + landmark heads.
+  stage2  frozen backbones (BatchNorm in inference mode), new classification heads
+          Dense(128)-Dense(128)-Dense(C), cross-entropy, class-balanced batches. The frozen backbone's
+          features are computed once (original + horizontally flipped crop) and cached.
+  stage3  fine-tune everything with a small learning rate: cross-entropy + landmark MAE (the auxiliary
+          landmark loss keeps the exported landmark output meaningful), class-balanced batches,
+          augmentation.
+
+Every stage checkpoints (<out>/last.pt every --ckpt-every steps and at each epoch end, best.pt for the
+best public_test accuracy) and resumes from last.pt when rerun with the same --out. --max-minutes stops
+cleanly (checkpoint written) so a run fits a time budget; rerun to continue.
+
+    python3 models/train.py stage1 --size 48 --epochs 4 --out models/runs/s1_48
+    python3 models/train.py stage2 --init models/runs/s1_48/last.pt --out models/runs/s2_48
+    python3 models/train.py stage3 --init models/runs/s2_48/best.pt --epochs 2 --out models/runs/s3_48
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data as D
+import fermodel as fm
+
+
+def seed_all(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def save(path, **state):
+    tmp = str(path) + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _config(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "fn"}
+
+
+def load_model(path, n_classes=None) -> tuple[fm.Ensemble, dict]:
+    import __main__  # early stage-1 checkpoints pickled the CLI's stage function as __main__.stageN
+    for n in ("stage1", "stage2", "stage3"):
+        if not hasattr(__main__, n):
+            setattr(__main__, n, globals()[n])
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck["config"].pop("fn", None)
+    cfg = ck["config"]
+    m = fm.Ensemble(n_classes=n_classes or cfg["n_classes"], widths=tuple(cfg.get("widths", (16, 32, 64, 128))))
+    sd = ck["model"]
+    if n_classes and n_classes != cfg["n_classes"]:
+        sd = {k: v for k, v in sd.items() if ".cls_head." not in k}
+    m.load_state_dict(sd, strict=False)
+    return m, ck
+
+
+def balanced_indices(labels: np.ndarray, n: int, gen: np.random.RandomState) -> np.ndarray:
+    """n indices drawn so that every class is equally likely (class-balanced batches)."""
+    classes = np.unique(labels)
+    w = np.zeros(len(labels))
+    for c in classes:
+        w[labels == c] = 1.0 / (labels == c).sum() / len(classes)
+    return gen.choice(len(labels), n, replace=True, p=w / w.sum())
+
+
+def part_lm_loss(pred, target):
+    """MAE per part, summed over the five parts (independent backbones -> independent gradients)."""
+    return sum(F.l1_loss(pred[:, a:b], target[:, a:b]) for _, a, b in fm.PARTS)
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, bs=256):
+    model.eval()
+    logits, lms = [], []
+    for i in range(0, len(x), bs):
+        lg, lm = model(x[i:i + bs])
+        logits.append(lg)
+        lms.append(lm)
+    return torch.cat(logits), torch.cat(lms)
+
+
+def accuracy_report(part_logits: torch.Tensor, y: np.ndarray):
+    part_p = F.softmax(part_logits, -1)
+    ens = part_p.mean(1).argmax(-1).numpy()
+    return {"ensemble": float((ens == y).mean()),
+            **{n: float((part_p[:, i].argmax(-1).numpy() == y).mean()) for i, n in enumerate(fm.PART_NAMES)}}
+
+
+# ---------------------------------------------------------------- stage 1
+def stage1(args):
+    dev = fm.pick_device()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    d = D.load_split(args.train, args.cache)
+    x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
+    lm = torch.from_numpy(d["landmarks"])
+    if args.limit:
+        x, lm = x[:args.limit], lm[:args.limit]
+    vd = D.load_split(args.val, args.cache)
+    vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))[:2000]
+    vlm = torch.from_numpy(vd["landmarks"])[:2000]
+    model = fm.Ensemble(n_classes=7)
+    with torch.no_grad():  # start the landmark heads at the mean shape
+        mean = lm.mean(0)
+        for s, (_, a, b) in zip(model.subnets, fm.PARTS):
+            s.lm_head[-1].bias.copy_(mean[a:b].reshape(-1))
+    model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = len(x) // args.batch
+    total = steps_per_epoch * args.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.05)
+    step, hist = 0, []
+    if (out / "last.pt").exists():
+        ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        step, hist = ck["step"], ck["hist"]
+        print(f"resumed at step {step}/{total}")
+    cfg = dict(_config(args), n_classes=7, widths=(16, 32, 64, 128), stage=1)
+    t0 = time.time()
+    pbar = tqdm(total=total, initial=step, desc="stage1", unit="step", mininterval=15)
+    run_loss = 0.0
+    while step < total:
+        ep = step // steps_per_epoch
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed + ep))
+        gen = torch.Generator().manual_seed(args.seed * 1000 + step)
+        model.train()
+        for bi in range(step % steps_per_epoch, steps_per_epoch):
+            idx = perm[bi * args.batch:(bi + 1) * args.batch]
+            xb, lb = D.augment(x[idx], lm[idx], gen)
+            _, pred = model(xb.to(dev))
+            loss = part_lm_loss(pred, lb.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step(); sched.step()
+            step += 1
+            run_loss = 0.98 * run_loss + 0.02 * loss.item() if step > 1 else loss.item()
+            pbar.update(1); pbar.set_postfix(mae_sum=f"{run_loss:.4f}", refresh=False)
+            stop = args.max_minutes and (time.time() - t0) > args.max_minutes * 60
+            if step % args.ckpt_every == 0 or stop or bi == steps_per_epoch - 1:
+                save(out / "last.pt", model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                     step=step, hist=hist, config=cfg)
+            if stop:
+                print(f"--max-minutes reached at step {step}/{total}; rerun to resume")
+                return
+        _, vp = predict(model, vx.to(dev))
+        model.train()
+        per = {n: float((vp[:, a:b] - vlm[:, a:b].to(dev)).abs().mean()) for n, a, b in fm.PARTS}
+        hist.append({"epoch": ep + 1, "step": step, "val_mae": per, "elapsed_s": time.time() - t0})
+        print(json.dumps(hist[-1]))
+        save(out / "last.pt", model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+             step=step, hist=hist, config=cfg)
+    pbar.close()
+    (out / "history.json").write_text(json.dumps(hist, indent=1))
+
+
+# ---------------------------------------------------------------- stage 2
+@torch.no_grad()
+def backbone_features(model: fm.Ensemble, x: torch.Tensor, bs=256, desc="features") -> torch.Tensor:
+    """[N,5,128] features of the five frozen backbones (eval mode)."""
+    model.eval()
+    feats = []
+    for i in tqdm(range(0, len(x), bs), desc=desc, unit="batch", mininterval=15):
+        xb = x[i:i + bs]
+        feats.append(torch.stack([s.backbone(xb) for s in model.subnets], 1))
+    return torch.cat(feats)
+
+
+def cached_features(model, init_path, split, size, x, cache, flip):
+    """Features of the frozen backbones for a split (and its horizontal flip), cached next to the checkpoint."""
+    p = Path(init_path).with_suffix("") .as_posix() + f"__feat_{split}_{size}_{'flip' if flip else 'orig'}.pt"
+    if os.path.exists(p):
+        return torch.load(p)
+    f = backbone_features(model, D.hflip(x) if flip else x, desc=f"{split}{' flip' if flip else ''}")
+    torch.save(f, p)
+    return f
+
+
+def train_heads(model: fm.Ensemble, ftr, ytr, fva=None, yva=None, epochs=30, lr=1e-3, batch=256, seed=0,
+                steps_per_epoch=None, wd=1e-4, log=print):
+    """Stage 2 on cached features: train the five classification heads, class-balanced batches.
+    Returns the best epoch's state (by validation ensemble accuracy if given, else last)."""
+    seed_all(seed)
+    model.reset_cls_heads(seed)
+    heads = nn.ModuleList([s.cls_head for s in model.subnets])
+    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=wd)
+    rs = np.random.RandomState(seed)
+    spe = steps_per_epoch or max(1, len(ytr) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * spe)
+    ytr_t = torch.from_numpy(ytr)
+    best, best_state, hist = -1, None, []
+    for ep in range(epochs):
+        heads.train()
+        idx = balanced_indices(ytr, spe * batch, rs)
+        for s in range(spe):
+            b = idx[s * batch:(s + 1) * batch]
+            fb, yb = ftr[b], ytr_t[b]
+            loss = sum(F.cross_entropy(h(fb[:, i]), yb) for i, h in enumerate(heads))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step(); sched.step()
+        if fva is not None:
+            heads.eval()
+            with torch.no_grad():
+                lg = torch.stack([h(fva[:, i]) for i, h in enumerate(heads)], 1)
+            rep = accuracy_report(lg, yva)
+            hist.append({"epoch": ep + 1, "loss": float(loss), **rep})
+            if rep["ensemble"] > best:
+                best = rep["ensemble"]
+                best_state = {k: v.clone() for k, v in heads.state_dict().items()}
+    if best_state is not None:
+        heads.load_state_dict(best_state)
+    return hist, best
+
+
+def stage2(args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ck = load_model(args.init, n_classes=7)
+    model.eval()
+    d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
+    x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
+    vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
+    y, vy = d["labels"], vd["labels"]
+    if args.limit:
+        x, y = x[:args.limit], y[:args.limit]
+    f0 = cached_features(model, args.init, args.train + (f"_l{args.limit}" if args.limit else ""), args.size, x, args.cache, False)
+    f1 = cached_features(model, args.init, args.train + (f"_l{args.limit}" if args.limit else ""), args.size, x, args.cache, True)
+    fv = cached_features(model, args.init, args.val, args.size, vx, args.cache, False)
+    ftr, ytr = torch.cat([f0, f1]), np.concatenate([y, y])
+    t0 = time.time()
+    hist, best = train_heads(model, ftr, ytr, fv, vy, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    for h in hist:
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}))
+    cfg = dict(ck["config"], stage=2, stage2=_config(args))
+    save(out / "best.pt", model=model.state_dict(), config=cfg, hist=hist)
+    save(out / "last.pt", model=model.state_dict(), config=cfg, hist=hist)
+    (out / "history.json").write_text(json.dumps(hist, indent=1))
+    print(f"stage2 best public_test ensemble accuracy {best:.4f} ({time.time() - t0:.0f}s)")
+
+
+# ---------------------------------------------------------------- stage 3
+def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, eval_every=None, ckpt=None,
+             max_minutes=None, start_step=0, opt_state=None, desc="stage3"):
+    """Unfreeze everything; CE (per part, class-balanced batches) + lm_weight * landmark MAE; augmentation."""
+    dev = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    if opt_state:
+        opt.load_state_dict(opt_state["opt"]); sched.load_state_dict(opt_state["sched"])
+    rs = np.random.RandomState(seed)
+    idx_all = balanced_indices(y, steps * batch, rs)
+    yt = torch.from_numpy(y)
+    t0 = time.time()
+    best, hist = opt_state.get("best", -1) if opt_state else -1, opt_state.get("hist", []) if opt_state else []
+    pbar = tqdm(total=steps, initial=start_step, desc=desc, unit="step", mininterval=15)
+    for step in range(start_step, steps):
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 100003 + step)
+        b = torch.from_numpy(idx_all[step * batch:(step + 1) * batch])
+        xb, lb = D.augment(x[b], lm[b], gen)
+        logits, pred = model(xb.to(dev))
+        yb = yt[b].to(dev)
+        loss = sum(F.cross_entropy(logits[:, i], yb) for i in range(5)) + lm_weight * part_lm_loss(pred, lb.to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step(); sched.step()
+        pbar.update(1); pbar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        done = step + 1
+        stop = max_minutes and (time.time() - t0) > max_minutes * 60
+        if val is not None and (done % eval_every == 0 or done == steps or stop):
+            lg, vp = predict(model, val[0].to(dev))
+            rep = accuracy_report(lg.cpu(), val[1])
+            rep["lm_mae"] = float((vp.cpu() - val[2]).abs().mean())
+            hist.append({"step": done, **rep})
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in hist[-1].items()}))
+            if rep["ensemble"] > best and ckpt:
+                best = rep["ensemble"]
+                ckpt("best", model, opt, sched, done, best, hist)
+        if ckpt and (done % 200 == 0 or done == steps or stop):
+            ckpt("last", model, opt, sched, done, best, hist)
+        if stop:
+            print(f"--max-minutes reached at step {done}/{steps}; rerun to resume")
+            break
+    pbar.close()
+    return hist, best
+
+
+def stage3(args):
+    dev = fm.pick_device()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ck = load_model(args.init, n_classes=7)
+    d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
+    x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
+    y, lm = d["labels"], torch.from_numpy(d["landmarks"])
+    if args.limit:
+        x, y, lm = x[:args.limit], y[:args.limit], lm[:args.limit]
+    vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
+    val = (vx, vd["labels"], torch.from_numpy(vd["landmarks"]))
+    steps = args.epochs * len(y) // args.batch
+    cfg = dict(ck["config"], stage=3, stage3=_config(args))
+    start, ost = 0, None
+    if (out / "last.pt").exists():
+        r = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(r["model"]); start = r["step"]
+        ost = {"opt": r["opt"], "sched": r["sched"], "best": r["best"], "hist": r["hist"]}
+        print(f"resumed at step {start}/{steps}")
+    model.to(dev)
+
+    def ckpt(kind, model, opt, sched, step, best, hist):
+        save(out / f"{kind}.pt", model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step,
+             best=best, hist=hist, config=cfg)
+
+    t0 = time.time()
+    hist, best = finetune(model, x, y, lm, steps, args.lr, args.batch, args.seed, args.lm_weight, val,
+                          args.eval_every, ckpt, args.max_minutes, start, ost)
+    (out / "history.json").write_text(json.dumps(hist, indent=1))
+    print(f"stage3 best public_test ensemble accuracy {best:.4f} ({time.time() - t0:.0f}s this run)")
+
+
+def main():
+    torch.set_num_threads(int(os.environ.get("FERRITE_THREADS", "2")))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="stage", required=True)
+    for name, fn, epochs, lr in [("stage1", stage1, 4, 2e-3), ("stage2", stage2, 40, 1e-3), ("stage3", stage3, 2, 1e-4)]:
+        p = sub.add_parser(name)
+        p.set_defaults(fn=fn)
+        p.add_argument("--out", required=True, help="run directory (checkpoints, history)")
+        p.add_argument("--size", type=int, default=48, help="input resolution (square)")
+        p.add_argument("--epochs", type=int, default=epochs)
+        p.add_argument("--lr", type=float, default=lr)
+        p.add_argument("--batch", type=int, default=64)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--train", default="fer2013_train", help="cache name of the training split")
+        p.add_argument("--val", default="fer2013_public_test", help="cache name of the selection split")
+        p.add_argument("--cache", default=str(D.CACHE))
+        p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
+        p.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this wall time (resumable)")
+        p.add_argument("--ckpt-every", type=int, default=200)
+        if name != "stage1":
+            p.add_argument("--init", required=True, help="checkpoint of the previous stage")
+        if name == "stage3":
+            p.add_argument("--lm-weight", type=float, default=1.0)
+            p.add_argument("--eval-every", type=int, default=300)
+    args = ap.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

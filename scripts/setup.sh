@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what ferrite needs to build on a fresh Debian/Ubuntu machine: a C toolchain and a Rust
+# toolchain new enough for tract (>= 1.91). With --dev it also installs the Python packages that
+# the model scripts and their tests need (models/requirements.txt; PyTorch is ~5 GB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_rust="1.91"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+if ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null; then
+  echo "setup: installing build-essential and pkg-config (apt)"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq build-essential pkg-config curl ca-certificates >/dev/null
+fi
+
+version_ok() { # $1 = installed, $2 = needed; true when installed >= needed
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]
+}
+rust_version=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
+if [ -z "$rust_version" ] || ! version_ok "$rust_version" "$need_rust"; then
+  if command -v rustup >/dev/null; then
+    echo "setup: rustc ${rust_version:-missing} is older than $need_rust; updating stable with rustup"
+    rustup update stable
+  else
+    echo "setup: installing Rust (stable) with rustup into ~/.cargo"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+  fi
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+echo "setup: $(rustc --version)"
+
+if [ "${1:-}" = "--dev" ]; then
+  if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+    rustup component add clippy rustfmt
+  fi
+  python3 -m pip --version >/dev/null 2>&1 || { $sudo apt-get update -qq; $sudo apt-get install -y -qq python3-pip >/dev/null; }
+  echo "setup: installing Python packages for models/ (models/requirements.txt)"
+  python3 -m pip install -q -r models/requirements.txt
+fi

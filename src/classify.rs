@@ -1,0 +1,239 @@
+//! Still images to per-face expression results: detect -> align -> ensemble.
+//!
+//! This module wires the stages together for one image at a time and shapes the result that the
+//! CLI prints. It owns no model logic of its own; reading files and printing belong to the binary.
+
+use image::{GrayImage, RgbImage};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::align::{self, CropGeometry};
+use crate::detect::{BBox, DetectError, Detector, Face, Point};
+use crate::ensemble::{Ensemble, EnsembleError, Prediction, Session};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Ensemble(#[from] EnsembleError),
+}
+
+/// The assembled still-image pipeline. `detector: None` means every image is one face that is
+/// already cropped (as the FER2013 and CK+48 images are): detection and cropping are skipped,
+/// CLAHE and normalisation are not.
+#[derive(Debug)]
+pub struct Classifier {
+    detector: Option<Detector>,
+    ensemble: Ensemble,
+    crop: CropGeometry,
+}
+
+impl Classifier {
+    pub fn new(detector: Option<Detector>, ensemble: Ensemble, crop: CropGeometry) -> Self {
+        Classifier {
+            detector,
+            ensemble,
+            crop,
+        }
+    }
+
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.ensemble
+    }
+
+    /// Per-thread state; create one per worker thread and reuse it for every image.
+    pub fn session(&self) -> Result<ClassifySession<'_>, ClassifyError> {
+        Ok(ClassifySession {
+            classifier: self,
+            model: self.ensemble.session()?,
+        })
+    }
+}
+
+pub struct ClassifySession<'a> {
+    classifier: &'a Classifier,
+    model: Session<'a>,
+}
+
+impl ClassifySession<'_> {
+    pub fn classify(&mut self, image: &RgbImage) -> Result<Vec<FaceResult>, ClassifyError> {
+        let gray = align::rgb_to_gray(image);
+        let (size_w, size_h) = self.classifier.ensemble.input_size();
+        let size = size_w.max(size_h);
+        let Some(detector) = &self.classifier.detector else {
+            let whole = whole_image_face(&gray);
+            let geometry = CropGeometry {
+                scale: 1.0,
+                shift_x: 0.0,
+                shift_y: 0.0,
+                rotate: false,
+            };
+            let crop = align::crop_face(&gray, &whole, &geometry, size);
+            let prediction = self.model.predict(&crop)?;
+            return Ok(vec![self.result(0, &whole, None, prediction)]);
+        };
+        let faces = detector.detect(image)?;
+        let mut results = Vec::with_capacity(faces.len());
+        for (index, face) in faces.iter().enumerate() {
+            let crop = align::crop_face(&gray, face, &self.classifier.crop, size);
+            let prediction = self.model.predict(&crop)?;
+            results.push(self.result(index, face, Some(face.score), prediction));
+        }
+        Ok(results)
+    }
+
+    fn result(
+        &self,
+        index: usize,
+        face: &Face,
+        score: Option<f32>,
+        prediction: Prediction,
+    ) -> FaceResult {
+        let manifest = self.classifier.ensemble.manifest();
+        let (top, confidence) = prediction.top();
+        FaceResult {
+            face: index,
+            bbox: [face.bbox.x, face.bbox.y, face.bbox.w, face.bbox.h],
+            score,
+            label: manifest.labels[top].clone(),
+            confidence,
+            probabilities: Scores::new(&manifest.labels, prediction.probabilities),
+            parts: manifest
+                .parts
+                .iter()
+                .cloned()
+                .zip(
+                    prediction
+                        .part_probabilities
+                        .into_iter()
+                        .map(|p| Scores::new(&manifest.labels, p)),
+                )
+                .collect(),
+        }
+    }
+}
+
+fn whole_image_face(gray: &GrayImage) -> Face {
+    let (w, h) = (gray.width() as f32, gray.height() as f32);
+    // Eye keypoints on one row keep the crop level even if a caller turns rotation on.
+    let point = |x: f32, y: f32| Point { x, y };
+    Face {
+        bbox: BBox {
+            x: 0.0,
+            y: 0.0,
+            w,
+            h,
+        },
+        score: 1.0,
+        keypoints: [
+            point(w * 0.3, h * 0.4),
+            point(w * 0.7, h * 0.4),
+            point(w * 0.5, h * 0.6),
+            point(w * 0.5, h * 0.75),
+            point(0.0, h * 0.5),
+            point(w, h * 0.5),
+        ],
+    }
+}
+
+/// One face's result, serialised as the CLI's JSON line (less the `file` key).
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceResult {
+    pub face: usize,
+    /// [x, y, w, h] in frame pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Detector score; `None` when detection was skipped.
+    pub score: Option<f32>,
+    pub label: String,
+    pub confidence: f32,
+    pub probabilities: Scores,
+    #[serde(serialize_with = "ordered_map")]
+    pub parts: Vec<(String, Scores)>,
+}
+
+/// Label -> probability, serialised as a JSON object in the manifest's label order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores(pub Vec<(String, f32)>);
+
+impl Scores {
+    fn new(labels: &[String], values: Vec<f32>) -> Self {
+        Scores(labels.iter().cloned().zip(values).collect())
+    }
+
+    pub fn get(&self, label: &str) -> Option<f32> {
+        self.0.iter().find(|(l, _)| l == label).map(|(_, p)| *p)
+    }
+}
+
+impl Serialize for Scores {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ordered_map(&self.0, serializer)
+    }
+}
+
+fn ordered_map<S: Serializer, V: Serialize>(
+    entries: &[(String, V)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    for (k, v) in entries {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models;
+    use std::path::Path;
+
+    fn fixture_classifier() -> Classifier {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ensemble");
+        let ensemble = Ensemble::load(&models::from_path(&dir).unwrap()).unwrap();
+        Classifier::new(None, ensemble, CropGeometry::default())
+    }
+
+    #[test]
+    fn no_detect_gives_one_face_covering_the_image() {
+        let classifier = fixture_classifier();
+        let image = RgbImage::from_fn(48, 48, |x, y| image::Rgb([x as u8 * 5, y as u8 * 5, 90]));
+        let results = classifier.session().unwrap().classify(&image).unwrap();
+        assert_eq!(results.len(), 1);
+        let r = &results[0];
+        assert_eq!(r.bbox, [0.0, 0.0, 48.0, 48.0]);
+        assert_eq!(r.score, None);
+        assert_eq!(Some(r.confidence), r.probabilities.get(&r.label));
+    }
+
+    #[test]
+    fn json_keeps_label_and_part_order() {
+        let classifier = fixture_classifier();
+        let image = RgbImage::from_pixel(60, 40, image::Rgb([120, 100, 80]));
+        let results = classifier.session().unwrap().classify(&image).unwrap();
+        let json = serde_json::to_string(&results[0]).unwrap();
+        let manifest = classifier.ensemble().manifest();
+        let probabilities = &json[json.find("\"probabilities\"").unwrap()..];
+        let positions: Vec<usize> = manifest
+            .labels
+            .iter()
+            .map(|l| probabilities.find(&format!("\"{l}\"")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{json}");
+        for key in [
+            "\"face\"",
+            "\"box\"",
+            "\"score\"",
+            "\"label\"",
+            "\"confidence\"",
+            "\"parts\"",
+        ] {
+            assert!(json.contains(key), "{key} missing in {json}");
+        }
+        for part in &manifest.parts {
+            assert!(json.contains(&format!("\"{part}\":{{")), "{json}");
+        }
+    }
+}

@@ -1,0 +1,1026 @@
+//! Face detection with MediaPipe BlazeFace, run through tract.
+//!
+//! This module owns everything between an RGB frame and a list of [`Face`]s in frame pixels:
+//! loading the two BlazeFace ONNX graphs (embedded from `models/blazeface/`, or a user file),
+//! letterboxing the frame into the model's square input, SSD anchor generation, box and keypoint
+//! decoding, score thresholding, MediaPipe's weighted non-maximum suppression, and the
+//! minimum-size / maximum-count filters. It does not own face alignment, cropping or
+//! normalisation for the expression model (that is [`crate::align`]), tracking across frames, or
+//! frame capture and colour conversion: callers hand it an [`image::RgbImage`].
+//!
+//! Model facts (see `models/blazeface/README.md`): NHWC input `1xSxSx3`, RGB scaled to
+//! `[-1, 1]`; four outputs, scores `[1,512,1]`, `[1,384,1]` and regressors `[1,512,16]`,
+//! `[1,384,16]` for 896 anchors. Each regressor row is box centre offset x, y, box w, h, then six
+//! keypoints (x, y), all in input pixels relative to the anchor centre.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+/// Embedded folded graphs (see `models/blazeface/fetch.py`).
+const SHORT_ONNX: &[u8] = include_bytes!("../models/blazeface/blazeface_short_128.onnx");
+const LONG_ONNX: &[u8] = include_bytes!("../models/blazeface/blazeface_long_256.onnx");
+
+/// Values per anchor in the regressor outputs: 4 box + 6 keypoints x 2.
+const COORDS: usize = 16;
+/// Number of keypoints per face.
+const KEYPOINTS: usize = 6;
+/// MediaPipe's `score_clipping_thresh`: logits are clamped to +-100 before the sigmoid.
+const SCORE_CLIP: f32 = 100.0;
+
+/// Which BlazeFace graph to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorModel {
+    /// 128x128 "front camera" model: faces filling a good part of the frame (within ~2 m).
+    #[default]
+    Short,
+    /// 256x256 "back camera" model: smaller, more distant faces; about 4x the cost.
+    Long,
+}
+
+impl DetectorModel {
+    /// Side of the square model input, in pixels.
+    pub fn input_size(self) -> usize {
+        match self {
+            DetectorModel::Short => 128,
+            DetectorModel::Long => 256,
+        }
+    }
+
+    /// Anchor strides of MediaPipe's `SsdAnchorsCalculator` options for this model.
+    fn strides(self) -> [usize; 4] {
+        match self {
+            DetectorModel::Short => [8, 16, 16, 16],
+            DetectorModel::Long => [16, 32, 32, 32],
+        }
+    }
+
+    fn embedded(self) -> &'static [u8] {
+        match self {
+            DetectorModel::Short => SHORT_ONNX,
+            DetectorModel::Long => LONG_ONNX,
+        }
+    }
+}
+
+/// A point in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
+/// An axis-aligned box in frame pixels: top-left corner and size. It is not clipped to the
+/// frame: a face cut by the frame edge may extend past it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// One detected face.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Face {
+    pub bbox: BBox,
+    /// Detector confidence in `[0, 1]` (the best score of the merged detections).
+    pub score: f32,
+    /// MediaPipe order: 0 right eye (the subject's right, image-left), 1 left eye, 2 nose tip,
+    /// 3 mouth centre, 4 right ear tragion, 5 left ear tragion.
+    pub keypoints: [Point; 6],
+}
+
+/// Detector settings. All sizes are in frame pixels.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Which BlazeFace graph to run.
+    pub model: DetectorModel,
+    /// Minimum detector confidence, in `[0, 1]`.
+    pub score_threshold: f32,
+    /// Detections overlapping more than this (intersection over union) are merged, in `[0, 1]`.
+    pub iou_threshold: f32,
+    /// Faces whose box is smaller than this on its longer side are dropped (pixels, >= 0).
+    pub min_face_size: f32,
+    /// At most this many faces are returned, best first (>= 1).
+    pub max_faces: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            model: DetectorModel::Short,
+            score_threshold: 0.75,
+            iou_threshold: 0.3,
+            min_face_size: 20.0,
+            max_faces: 16,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), DetectError> {
+        let unit = |name: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(DetectError::InvalidConfig(format!(
+                    "{name} must be in [0, 1], got {v}"
+                )))
+            }
+        };
+        unit("score_threshold", self.score_threshold)?;
+        unit("iou_threshold", self.iou_threshold)?;
+        if !(self.min_face_size.is_finite() && self.min_face_size >= 0.0) {
+            return Err(DetectError::InvalidConfig(format!(
+                "min_face_size must be a finite number >= 0, got {}",
+                self.min_face_size
+            )));
+        }
+        if self.max_faces == 0 {
+            return Err(DetectError::InvalidConfig(
+                "max_faces must be at least 1".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the face detector.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A [`DetectorConfig`] field is out of range.
+    #[error("invalid detector configuration: {0}")]
+    InvalidConfig(String),
+    /// The model file could not be read.
+    #[error("cannot read detector model {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model could not be parsed or optimised, or is not a BlazeFace graph of the
+    /// configured size.
+    #[error("cannot load detector model {origin}: {reason}")]
+    ModelLoad { origin: String, reason: String },
+    /// tract failed while running the model.
+    #[error("face detector inference failed: {0}")]
+    Inference(String),
+}
+
+/// An SSD anchor centre in normalised input coordinates (anchor size is fixed at 1x1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Anchor {
+    x: f32,
+    y: f32,
+}
+
+/// MediaPipe `SsdAnchorsCalculator` with the BlazeFace options: `num_layers` = strides.len(),
+/// aspect ratio 1.0 plus one interpolated-scale anchor per layer (2 per layer), consecutive
+/// layers with the same stride share one grid, anchor offset 0.5, `fixed_anchor_size` (so only
+/// centres matter). Order: grid, then row, column, anchor, as the model outputs them.
+/// Returns the anchors and the number of anchors in each grid.
+fn generate_anchors(input_size: usize, strides: &[usize]) -> (Vec<Anchor>, Vec<usize>) {
+    let mut anchors = Vec::new();
+    let mut groups = Vec::new();
+    let mut layer = 0;
+    while layer < strides.len() {
+        let stride = strides[layer];
+        let mut per_cell = 0;
+        while layer < strides.len() && strides[layer] == stride {
+            per_cell += 2;
+            layer += 1;
+        }
+        let cells = input_size.div_ceil(stride.max(1));
+        for row in 0..cells {
+            for col in 0..cells {
+                let a = Anchor {
+                    x: (col as f32 + 0.5) / cells as f32,
+                    y: (row as f32 + 0.5) / cells as f32,
+                };
+                anchors.extend(std::iter::repeat_n(a, per_cell));
+            }
+        }
+        groups.push(cells * cells * per_cell);
+    }
+    (anchors, groups)
+}
+
+/// Placement of a frame inside the square model input: scaled to fit, aspect kept, centred,
+/// padded with black. Coordinates here are input pixels (`0..size`) and frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Letterbox {
+    size: u32,
+    frame_w: u32,
+    frame_h: u32,
+    /// Size of the scaled frame inside the input (at least 1x1).
+    scaled_w: u32,
+    scaled_h: u32,
+    pad_x: u32,
+    pad_y: u32,
+}
+
+impl Letterbox {
+    fn new(frame_w: u32, frame_h: u32, size: u32) -> Letterbox {
+        let longest = frame_w.max(frame_h).max(1) as f64;
+        let fit = |side: u32| {
+            let s = (side as f64 * size as f64 / longest).round();
+            (s as u32).clamp(1, size)
+        };
+        let scaled_w = fit(frame_w);
+        let scaled_h = fit(frame_h);
+        Letterbox {
+            size,
+            frame_w,
+            frame_h,
+            scaled_w,
+            scaled_h,
+            pad_x: (size - scaled_w) / 2,
+            pad_y: (size - scaled_h) / 2,
+        }
+    }
+
+    fn sx(&self) -> f32 {
+        self.frame_w as f32 / self.scaled_w as f32
+    }
+
+    fn sy(&self) -> f32 {
+        self.frame_h as f32 / self.scaled_h as f32
+    }
+
+    /// Input pixels -> frame pixels.
+    fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            (x - self.pad_x as f32) * self.sx(),
+            (y - self.pad_y as f32) * self.sy(),
+        )
+    }
+
+    /// Frame pixels -> input pixels.
+    #[cfg(test)]
+    fn to_input(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            x / self.sx() + self.pad_x as f32,
+            y / self.sy() + self.pad_y as f32,
+        )
+    }
+
+    /// The NHWC input tensor data: the frame resized (triangle filter, which also antialiases
+    /// when shrinking), RGB scaled to [-1, 1], padding black (-1).
+    fn tensor_data(&self, image: &image::RgbImage) -> Vec<f32> {
+        let size = self.size as usize;
+        let mut data = vec![-1.0f32; size * size * 3];
+        let resized;
+        let src = if image.dimensions() == (self.scaled_w, self.scaled_h) {
+            image
+        } else {
+            resized = image::imageops::resize(
+                image,
+                self.scaled_w,
+                self.scaled_h,
+                image::imageops::FilterType::Triangle,
+            );
+            &resized
+        };
+        let row_len = self.scaled_w as usize * 3;
+        for (y, row) in src.as_raw().chunks_exact(row_len).enumerate() {
+            let start = ((y + self.pad_y as usize) * size + self.pad_x as usize) * 3;
+            for (dst, &v) in data[start..start + row_len].iter_mut().zip(row) {
+                *dst = v as f32 / 127.5 - 1.0;
+            }
+        }
+        data
+    }
+}
+
+/// A decoded detection in input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RawDetection {
+    xmin: f32,
+    ymin: f32,
+    xmax: f32,
+    ymax: f32,
+    keypoints: [(f32, f32); KEYPOINTS],
+    score: f32,
+}
+
+impl RawDetection {
+    fn area(&self) -> f32 {
+        (self.xmax - self.xmin).max(0.0) * (self.ymax - self.ymin).max(0.0)
+    }
+
+    fn iou(&self, other: &RawDetection) -> f32 {
+        let w = (self.xmax.min(other.xmax) - self.xmin.max(other.xmin)).max(0.0);
+        let h = (self.ymax.min(other.ymax) - self.ymin.max(other.ymin)).max(0.0);
+        let inter = w * h;
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+
+    fn is_finite(&self) -> bool {
+        [self.xmin, self.ymin, self.xmax, self.ymax, self.score]
+            .iter()
+            .chain(self.keypoints.iter().flat_map(|(x, y)| [x, y]))
+            .all(|v| v.is_finite())
+    }
+}
+
+fn sigmoid(logit: f32) -> f32 {
+    1.0 / (1.0 + (-logit.clamp(-SCORE_CLIP, SCORE_CLIP)).exp())
+}
+
+/// Decodes one output group (scores `[n]`, regressors `[n x 16]`) against its anchors, keeping
+/// detections scoring at least `threshold`. MediaPipe's TensorsToDetections with
+/// x/y/w/h scales = input size and unit anchors, so raw values are input pixels.
+fn decode(
+    scores: &[f32],
+    boxes: &[f32],
+    anchors: &[Anchor],
+    input_size: f32,
+    threshold: f32,
+    out: &mut Vec<RawDetection>,
+) {
+    for ((&logit, raw), anchor) in scores.iter().zip(boxes.chunks_exact(COORDS)).zip(anchors) {
+        let score = sigmoid(logit);
+        if score.is_nan() || score < threshold {
+            continue;
+        }
+        let ax = anchor.x * input_size;
+        let ay = anchor.y * input_size;
+        let (cx, cy, w, h) = (raw[0] + ax, raw[1] + ay, raw[2], raw[3]);
+        let mut keypoints = [(0.0, 0.0); KEYPOINTS];
+        for (k, kp) in keypoints.iter_mut().enumerate() {
+            *kp = (raw[4 + 2 * k] + ax, raw[5 + 2 * k] + ay);
+        }
+        let det = RawDetection {
+            xmin: cx - w / 2.0,
+            ymin: cy - h / 2.0,
+            xmax: cx + w / 2.0,
+            ymax: cy + h / 2.0,
+            keypoints,
+            score,
+        };
+        if det.is_finite() {
+            out.push(det);
+        }
+    }
+}
+
+/// MediaPipe's weighted non-maximum suppression: take the best remaining detection, gather
+/// every remaining detection overlapping it by more than `iou_threshold` (itself included),
+/// and output their score-weighted average box and keypoints with the best score.
+fn weighted_nms(mut dets: Vec<RawDetection>, iou_threshold: f32) -> Vec<RawDetection> {
+    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut taken = vec![false; dets.len()];
+    let mut out = Vec::new();
+    for i in 0..dets.len() {
+        if taken[i] {
+            continue;
+        }
+        taken[i] = true;
+        let top = dets[i];
+        let mut total = top.score;
+        let mut acc = [0.0f32; 4 + 2 * KEYPOINTS];
+        let mut add = |d: &RawDetection| {
+            let vals = [d.xmin, d.ymin, d.xmax, d.ymax];
+            for (a, v) in acc.iter_mut().zip(
+                vals.iter()
+                    .copied()
+                    .chain(d.keypoints.iter().flat_map(|&(x, y)| [x, y])),
+            ) {
+                *a += v * d.score;
+            }
+        };
+        add(&top);
+        for j in i + 1..dets.len() {
+            if !taken[j] && dets[j].iou(&top) > iou_threshold {
+                taken[j] = true;
+                total += dets[j].score;
+                add(&dets[j]);
+            }
+        }
+        if total <= 0.0 {
+            // All weights zero (score threshold 0 and saturated logits): keep the top as is.
+            out.push(top);
+            continue;
+        }
+        let m: Vec<f32> = acc.iter().map(|a| a / total).collect();
+        let mut keypoints = [(0.0, 0.0); KEYPOINTS];
+        for (k, kp) in keypoints.iter_mut().enumerate() {
+            *kp = (m[4 + 2 * k], m[5 + 2 * k]);
+        }
+        out.push(RawDetection {
+            xmin: m[0],
+            ymin: m[1],
+            xmax: m[2],
+            ymax: m[3],
+            keypoints,
+            score: top.score,
+        });
+    }
+    out
+}
+
+/// Indices of the model outputs (scores, regressors) for each anchor grid, in anchor order,
+/// found by shape: `[1, n, 1]` and `[1, n, 16]`.
+#[derive(Debug, Clone)]
+struct OutputLayout {
+    groups: Vec<(usize, usize)>,
+}
+
+/// BlazeFace face detector. Loads and optimises its model once; [`Detector::detect`] takes
+/// `&self` and may be called from several threads at once.
+pub struct Detector {
+    config: DetectorConfig,
+    plan: Arc<TypedSimplePlan>,
+    anchors: Vec<Anchor>,
+    layout: OutputLayout,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("config", &self.config)
+            .field("anchors", &self.anchors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Detector {
+    /// A detector running the embedded model selected by `config.model`.
+    pub fn new(config: DetectorConfig) -> Result<Self, DetectError> {
+        let origin = format!("(embedded {:?})", config.model);
+        Self::from_bytes(config.model.embedded(), &origin, config)
+    }
+
+    /// A detector running a user-supplied ONNX file in place of the embedded one. It must be a
+    /// tract-loadable BlazeFace graph with the input size of `config.model` (NHWC `1xSxSx3`,
+    /// range [-1, 1]) and the four outputs described in the module docs.
+    pub fn from_onnx_file(path: &Path, config: DetectorConfig) -> Result<Self, DetectError> {
+        let bytes = std::fs::read(path).map_err(|source| DetectError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string(), config)
+    }
+
+    fn from_bytes(bytes: &[u8], origin: &str, config: DetectorConfig) -> Result<Self, DetectError> {
+        config.validate()?;
+        let load_err = |reason: String| DetectError::ModelLoad {
+            origin: origin.to_string(),
+            reason,
+        };
+        let size = config.model.input_size();
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, size, size, 3]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        let (anchors, group_sizes) = generate_anchors(size, &config.model.strides());
+        let layout = Self::output_layout(&plan, &group_sizes).map_err(load_err)?;
+        Ok(Detector {
+            config,
+            plan,
+            anchors,
+            layout,
+        })
+    }
+
+    /// Finds the score and regressor outputs of both anchor groups by their shapes.
+    fn output_layout(
+        plan: &TypedSimplePlan,
+        group_sizes: &[usize],
+    ) -> Result<OutputLayout, String> {
+        let model = plan.model();
+        let outlets = model.output_outlets().map_err(|e| format!("{e:#}"))?;
+        let mut shapes = Vec::with_capacity(outlets.len());
+        for outlet in outlets {
+            let fact = model.outlet_fact(*outlet).map_err(|e| format!("{e:#}"))?;
+            let shape = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.to_vec())
+                .ok_or_else(|| format!("output shape {:?} is not fixed", fact.shape))?;
+            if fact.datum_type != f32::datum_type() {
+                return Err(format!("output type {:?}, expected f32", fact.datum_type));
+            }
+            shapes.push(shape);
+        }
+        let find = |n: usize, width: usize| {
+            shapes
+                .iter()
+                .position(|s| s.as_slice() == [1, n, width])
+                .ok_or_else(|| {
+                    format!(
+                        "not a BlazeFace graph for this input size: expected an output of shape \
+                         [1, {n}, {width}], outputs are {shapes:?}"
+                    )
+                })
+        };
+        let groups = group_sizes
+            .iter()
+            .map(|&n| Ok((find(n, 1)?, find(n, COORDS)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(OutputLayout { groups })
+    }
+
+    /// The configuration this detector was built with.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// Runs the model on the NHWC input data and returns its raw outputs.
+    fn run(&self, data: &[f32]) -> Result<TVec<TValue>, DetectError> {
+        let size = self.config.model.input_size();
+        let input = Tensor::from_shape(&[1, size, size, 3], data)
+            .map_err(|e| DetectError::Inference(format!("{e:#}")))?;
+        self.plan
+            .run(tvec!(input.into()))
+            .map_err(|e| DetectError::Inference(format!("{e:#}")))
+    }
+
+    /// Finds faces in an RGB frame of any size. Returns them best first, at most
+    /// `max_faces`, in frame pixels. An empty (0-pixel) frame has no faces.
+    pub fn detect(&self, image: &image::RgbImage) -> Result<Vec<Face>, DetectError> {
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let size = self.config.model.input_size();
+        let letterbox = Letterbox::new(w, h, size as u32);
+        let outputs = self.run(&letterbox.tensor_data(image))?;
+
+        let mut dets = Vec::new();
+        let mut offset = 0;
+        for &(scores_ix, boxes_ix) in &self.layout.groups {
+            let slice = |ix: usize| -> Result<&[f32], DetectError> {
+                outputs
+                    .get(ix)
+                    .ok_or_else(|| DetectError::Inference(format!("missing output {ix}")))?
+                    .try_as_plain_ram()
+                    .and_then(|v| v.as_slice::<f32>())
+                    .map_err(|e| DetectError::Inference(format!("{e:#}")))
+            };
+            let scores = slice(scores_ix)?;
+            let boxes = slice(boxes_ix)?;
+            let anchors = self
+                .anchors
+                .get(offset..offset + scores.len())
+                .ok_or_else(|| {
+                    DetectError::Inference("model outputs more boxes than anchors".to_string())
+                })?;
+            decode(
+                scores,
+                boxes,
+                anchors,
+                size as f32,
+                self.config.score_threshold,
+                &mut dets,
+            );
+            offset += scores.len();
+        }
+
+        let faces = weighted_nms(dets, self.config.iou_threshold)
+            .into_iter()
+            .map(|d| to_face(&d, &letterbox))
+            .filter(|f| f.bbox.w.max(f.bbox.h) >= self.config.min_face_size)
+            .take(self.config.max_faces)
+            .collect();
+        Ok(faces)
+    }
+}
+
+fn to_face(d: &RawDetection, letterbox: &Letterbox) -> Face {
+    let (x0, y0) = letterbox.to_frame(d.xmin, d.ymin);
+    let (x1, y1) = letterbox.to_frame(d.xmax, d.ymax);
+    let keypoints = d.keypoints.map(|(x, y)| {
+        let (x, y) = letterbox.to_frame(x, y);
+        Point { x, y }
+    });
+    Face {
+        bbox: BBox {
+            x: x0,
+            y: y0,
+            w: x1 - x0,
+            h: y1 - y0,
+        },
+        score: d.score,
+        keypoints,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(xmin: f32, ymin: f32, size: f32, score: f32) -> RawDetection {
+        RawDetection {
+            xmin,
+            ymin,
+            xmax: xmin + size,
+            ymax: ymin + size,
+            keypoints: [(xmin, ymin); KEYPOINTS],
+            score,
+        }
+    }
+
+    #[test]
+    fn anchors_match_the_output_shapes() {
+        for model in [DetectorModel::Short, DetectorModel::Long] {
+            let (anchors, groups) = generate_anchors(model.input_size(), &model.strides());
+            assert_eq!(anchors.len(), 896, "{model:?}");
+            assert_eq!(groups, vec![512, 384], "{model:?}");
+            // 16x16 grid, two anchors per cell, then 8x8 grid, six per cell.
+            assert_eq!(
+                anchors[0],
+                Anchor {
+                    x: 0.5 / 16.0,
+                    y: 0.5 / 16.0
+                }
+            );
+            assert_eq!(anchors[1], anchors[0]);
+            assert_eq!(
+                anchors[2],
+                Anchor {
+                    x: 1.5 / 16.0,
+                    y: 0.5 / 16.0
+                }
+            );
+            assert_eq!(
+                anchors[32],
+                Anchor {
+                    x: 0.5 / 16.0,
+                    y: 1.5 / 16.0
+                }
+            );
+            assert_eq!(
+                anchors[511],
+                Anchor {
+                    x: 15.5 / 16.0,
+                    y: 15.5 / 16.0
+                }
+            );
+            assert_eq!(
+                anchors[512],
+                Anchor {
+                    x: 0.5 / 8.0,
+                    y: 0.5 / 8.0
+                }
+            );
+            assert_eq!(anchors[517], anchors[512]);
+            assert_eq!(
+                anchors[518],
+                Anchor {
+                    x: 1.5 / 8.0,
+                    y: 0.5 / 8.0
+                }
+            );
+            assert_eq!(
+                anchors[895],
+                Anchor {
+                    x: 7.5 / 8.0,
+                    y: 7.5 / 8.0
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn sigmoid_is_clipped_and_finite() {
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert_eq!(sigmoid(1e30), sigmoid(100.0));
+        assert!(sigmoid(-1e30) >= 0.0 && sigmoid(-1e30) < 1e-40);
+        assert!(sigmoid(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn decode_offsets_from_the_anchor_in_input_pixels() {
+        let anchors = [Anchor { x: 0.25, y: 0.75 }];
+        let mut raw = [0.0f32; COORDS];
+        raw[..4].copy_from_slice(&[2.0, -4.0, 20.0, 10.0]);
+        raw[4] = 1.0; // right eye x
+        raw[5] = -1.0; // right eye y
+        let mut out = Vec::new();
+        decode(&[3.0], &raw, &anchors, 128.0, 0.5, &mut out);
+        assert_eq!(out.len(), 1);
+        let d = out[0];
+        // anchor centre (32, 96) in input pixels
+        assert_eq!((d.xmin, d.ymin, d.xmax, d.ymax), (24.0, 87.0, 44.0, 97.0));
+        assert_eq!(d.keypoints[0], (33.0, 95.0));
+        assert_eq!(d.keypoints[1], (32.0, 96.0));
+        assert!((d.score - sigmoid(3.0)).abs() < 1e-7);
+        // Below threshold, NaN scores and non-finite boxes are dropped.
+        out.clear();
+        decode(&[-3.0], &raw, &anchors, 128.0, 0.5, &mut out);
+        decode(&[f32::NAN], &raw, &anchors, 128.0, 0.0, &mut out);
+        raw[2] = f32::INFINITY;
+        decode(&[3.0], &raw, &anchors, 128.0, 0.5, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn nms_merges_overlapping_boxes_weighted_by_score() {
+        // IoU of these two: 90x90 / (2 * 100^2 - 90x90) ~ 0.68
+        let a = det(0.0, 0.0, 100.0, 0.9);
+        let b = det(10.0, 10.0, 100.0, 0.6);
+        let out = weighted_nms(vec![b, a], 0.3);
+        assert_eq!(out.len(), 1);
+        let m = out[0];
+        assert_eq!(m.score, 0.9);
+        let expect = (0.9 * 0.0 + 0.6 * 10.0) / 1.5;
+        assert!((m.xmin - expect).abs() < 1e-4, "{m:?}");
+        assert!((m.ymin - expect).abs() < 1e-4);
+        assert!((m.xmax - (100.0 + expect)).abs() < 1e-4);
+        assert!((m.keypoints[3].0 - expect).abs() < 1e-4);
+    }
+
+    #[test]
+    fn nms_keeps_distant_boxes_best_first() {
+        let a = det(0.0, 0.0, 50.0, 0.8);
+        let b = det(200.0, 0.0, 50.0, 0.95);
+        // Overlapping a, but below the IoU threshold: 10x50 / (2 * 2500 - 500) = 0.11.
+        let c = det(40.0, 0.0, 50.0, 0.7);
+        let out = weighted_nms(vec![a, b, c], 0.3);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], b);
+        assert_eq!(out[1], a);
+        assert_eq!(out[2], c);
+    }
+
+    #[test]
+    fn nms_terminates_on_degenerate_boxes() {
+        let z = det(5.0, 5.0, 0.0, 0.9);
+        let out = weighted_nms(vec![z, z, z], 0.3);
+        assert_eq!(out.len(), 3);
+        assert!(weighted_nms(Vec::new(), 0.3).is_empty());
+        // Zero scores (threshold 0 with saturated logits) keep the box unchanged.
+        let out = weighted_nms(
+            vec![det(0.0, 0.0, 10.0, 0.0), det(1.0, 1.0, 10.0, 0.0)],
+            0.3,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].xmin, 0.0);
+    }
+
+    #[test]
+    fn letterbox_round_trip_and_centring() {
+        let sizes = [
+            (640, 480),
+            (480, 640),
+            (512, 512),
+            (1, 1),
+            (10_000, 3),
+            (3, 10_000),
+            (1920, 1080),
+            (7, 5),
+        ];
+        for &(w, h) in &sizes {
+            for size in [128u32, 256] {
+                let lb = Letterbox::new(w, h, size);
+                assert!(lb.scaled_w >= 1 && lb.scaled_w <= size, "{lb:?}");
+                assert!(lb.scaled_h >= 1 && lb.scaled_h <= size, "{lb:?}");
+                assert!(lb.scaled_w == size || lb.scaled_h == size, "{lb:?}");
+                assert!(
+                    lb.pad_x * 2 + lb.scaled_w <= size && size - (lb.pad_x * 2 + lb.scaled_w) <= 1
+                );
+                assert!(
+                    lb.pad_y * 2 + lb.scaled_h <= size && size - (lb.pad_y * 2 + lb.scaled_h) <= 1
+                );
+                // Frame corners land on the scaled area's corners.
+                assert_eq!(lb.to_input(0.0, 0.0), (lb.pad_x as f32, lb.pad_y as f32));
+                let (x, y) = lb.to_input(w as f32, h as f32);
+                assert!((x - (lb.pad_x + lb.scaled_w) as f32).abs() < 1e-3, "{lb:?}");
+                assert!((y - (lb.pad_y + lb.scaled_h) as f32).abs() < 1e-3, "{lb:?}");
+                for &(px, py) in &[(0.0, 0.0), (0.3, 0.7), (0.5, 0.5), (1.0, 1.0)] {
+                    let (fx, fy) = (px * w as f32, py * h as f32);
+                    let (ix, iy) = lb.to_input(fx, fy);
+                    let (bx, by) = lb.to_frame(ix, iy);
+                    let tol = 1e-3 * (w.max(h) as f32);
+                    assert!(
+                        (bx - fx).abs() <= tol && (by - fy).abs() <= tol,
+                        "{lb:?} {fx},{fy}"
+                    );
+                }
+            }
+        }
+        let lb = Letterbox::new(640, 480, 128);
+        assert_eq!(
+            (lb.scaled_w, lb.scaled_h, lb.pad_x, lb.pad_y),
+            (128, 96, 0, 16)
+        );
+    }
+
+    #[test]
+    fn letterbox_tensor_pads_black_and_scales_to_unit_range() {
+        // A white 4x2 frame in a 128 input: 128x64 white band centred vertically.
+        let white = image::RgbImage::from_pixel(4, 2, image::Rgb([255, 255, 255]));
+        let lb = Letterbox::new(4, 2, 128);
+        assert_eq!(
+            (lb.scaled_w, lb.scaled_h, lb.pad_x, lb.pad_y),
+            (128, 64, 0, 32)
+        );
+        let data = lb.tensor_data(&white);
+        assert_eq!(data.len(), 128 * 128 * 3);
+        let at = |x: usize, y: usize, c: usize| data[(y * 128 + x) * 3 + c];
+        assert_eq!(at(0, 0, 0), -1.0);
+        assert_eq!(at(127, 31, 2), -1.0);
+        assert_eq!(at(0, 32, 0), 1.0);
+        assert_eq!(at(127, 95, 2), 1.0);
+        assert_eq!(at(64, 96, 1), -1.0);
+        // Channel order is RGB.
+        let red = image::RgbImage::from_pixel(128, 128, image::Rgb([255, 0, 0]));
+        let data = Letterbox::new(128, 128, 128).tensor_data(&red);
+        assert_eq!(&data[..3], &[1.0, -1.0, -1.0]);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(DetectorConfig::default().validate().is_ok());
+        let bad = [
+            DetectorConfig {
+                score_threshold: 1.5,
+                ..Default::default()
+            },
+            DetectorConfig {
+                score_threshold: f32::NAN,
+                ..Default::default()
+            },
+            DetectorConfig {
+                iou_threshold: -0.1,
+                ..Default::default()
+            },
+            DetectorConfig {
+                min_face_size: -1.0,
+                ..Default::default()
+            },
+            DetectorConfig {
+                min_face_size: f32::INFINITY,
+                ..Default::default()
+            },
+            DetectorConfig {
+                max_faces: 0,
+                ..Default::default()
+            },
+        ];
+        for config in bad {
+            let err = Detector::new(config.clone()).expect_err("bad config accepted");
+            assert!(
+                matches!(err, DetectError::InvalidConfig(_)),
+                "{config:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_deserialises_with_defaults() {
+        let c: DetectorConfig =
+            serde_json::from_str(r#"{"model": "long", "max_faces": 2}"#).expect("valid json");
+        assert_eq!(c.model, DetectorModel::Long);
+        assert_eq!(c.max_faces, 2);
+        assert_eq!(c.score_threshold, DetectorConfig::default().score_threshold);
+        assert!(serde_json::from_str::<DetectorConfig>(r#"{"modle": "long"}"#).is_err());
+    }
+
+    #[test]
+    fn embedded_models_match_sha256sums() {
+        use sha2::{Digest, Sha256};
+        let sums = include_str!("../models/blazeface/SHA256SUMS");
+        for (name, bytes) in [
+            ("blazeface_short_128.onnx", SHORT_ONNX),
+            ("blazeface_long_256.onnx", LONG_ONNX),
+        ] {
+            let digest: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let line = format!("{digest}  {name}");
+            assert!(
+                sums.lines().any(|l| l == line),
+                "{name}: {digest} not in SHA256SUMS"
+            );
+        }
+    }
+
+    /// tract on the fixture input vs onnxruntime's outputs (models/blazeface/reference.py).
+    /// Tolerance 1e-4, relative for values above 1: the long model's saturated logits reach
+    /// about -290, where tract and onnxruntime differ by ~5e-4 (f32 summation order).
+    fn parity(model: DetectorModel, name: &str) {
+        let size = model.input_size();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let input = image::open(dir.join(format!("blazeface_input_{size}.png")))
+            .expect("fixture input")
+            .to_rgb8();
+        assert_eq!(input.dimensions(), (size as u32, size as u32));
+        let data: Vec<f32> = input
+            .as_raw()
+            .iter()
+            .map(|&v| v as f32 / 127.5 - 1.0)
+            .collect();
+        let bytes = std::fs::read(dir.join(format!("blazeface_{name}_ort.f32"))).expect("fixture");
+        let expected: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let detector = Detector::new(DetectorConfig {
+            model,
+            ..Default::default()
+        })
+        .expect("load");
+        let outputs = detector.run(&data).expect("run");
+        assert_eq!(outputs.len(), 4);
+        let mut offset = 0;
+        let mut worst = 0.0f32;
+        for (i, shape) in [[1, 512, 1], [1, 384, 1], [1, 512, 16], [1, 384, 16]]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(outputs[i].shape(), shape, "output {i}");
+            let got = outputs[i]
+                .try_as_plain_ram()
+                .and_then(|v| v.as_slice::<f32>())
+                .expect("f32");
+            let want = &expected[offset..offset + got.len()];
+            let (mut abs, mut mag) = (0.0f32, 0.0f32);
+            for (g, w) in got.iter().zip(want) {
+                abs = abs.max((g - w).abs());
+                mag = mag.max(w.abs());
+                worst = worst.max((g - w).abs() / w.abs().max(1.0));
+            }
+            eprintln!("{name} output {i}: max |diff| {abs:e}, max |value| {mag}");
+            offset += got.len();
+        }
+        assert_eq!(offset, expected.len());
+        assert!(
+            worst <= 1e-4,
+            "{name}: max difference {worst} (relative above 1)"
+        );
+    }
+
+    #[test]
+    fn parity_with_onnxruntime_short() {
+        parity(DetectorModel::Short, "short_128");
+    }
+
+    #[test]
+    fn parity_with_onnxruntime_long() {
+        parity(DetectorModel::Long, "long_256");
+    }
+
+    #[test]
+    fn detector_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Detector>();
+    }
+}
+#[cfg(test)]
+mod tmp_timing {
+    use super::*;
+    #[test]
+    fn tmp_timing_breakdown() {
+        let img = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/astronaut.png"))
+            .unwrap()
+            .to_rgb8();
+        for model in [DetectorModel::Short, DetectorModel::Long] {
+            let d = Detector::new(DetectorConfig {
+                model,
+                ..Default::default()
+            })
+            .unwrap();
+            let lb = Letterbox::new(512, 512, model.input_size() as u32);
+            let t = std::time::Instant::now();
+            let mut data = Vec::new();
+            for _ in 0..5 {
+                data = lb.tensor_data(&img);
+            }
+            let t1 = t.elapsed().as_secs_f64() * 200.0;
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                d.run(&data).unwrap();
+            }
+            let t2 = t.elapsed().as_secs_f64() * 200.0;
+            let mut st = d.plan.spawn().unwrap();
+            let size = model.input_size();
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                let input = Tensor::from_shape(&[1, size, size, 3], &data).unwrap();
+                st.run(tvec!(input.into())).unwrap();
+            }
+            let t3 = t.elapsed().as_secs_f64() * 200.0;
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                d.detect(&img).unwrap();
+            }
+            let t4 = t.elapsed().as_secs_f64() * 200.0;
+            eprintln!("{model:?}: letterbox {t1:.1} ms, run {t2:.1} ms, reused state {t3:.1} ms, detect {t4:.1} ms");
+        }
+    }
+}

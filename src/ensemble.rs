@@ -1,0 +1,451 @@
+//! The part-based expression ensemble: load once, run per face, read the outputs.
+//!
+//! [`Ensemble::load`] goes through tract's explicit steps once at start-up (parse -> fix the input
+//! shape -> select the manifest's outputs -> check their shapes -> optimise -> runnable), so every
+//! interface mismatch is a start-up error. The hot path is [`Session::predict`]: CLAHE and
+//! normalisation as the manifest says, then one run of a plan it already holds. This module does
+//! not find or crop faces ([`crate::detect`], [`crate::align`]) and does not decide what to do with
+//! a prediction.
+
+use std::sync::Arc;
+
+use image::GrayImage;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::align;
+use crate::models::{Manifest, ModelSource};
+
+/// 68-point landmarks (iBUG 300-W order), in crop coordinates normalised to [0, 1].
+pub const LANDMARK_POINTS: usize = 68;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnsembleError {
+    #[error("cannot parse ONNX model {origin}: {reason}")]
+    Parse { origin: String, reason: String },
+    #[error("model {origin} does not match its manifest: {reason}")]
+    Interface { origin: String, reason: String },
+    #[error("cannot prepare model {origin} for inference: {reason}")]
+    Optimise { origin: String, reason: String },
+    #[error("face crop is {got_w}x{got_h}, the model needs {want_w}x{want_h}")]
+    CropSize {
+        got_w: u32,
+        got_h: u32,
+        want_w: usize,
+        want_h: usize,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// One face's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Fused probabilities, one per manifest label.
+    pub probabilities: Vec<f32>,
+    /// One probability vector per manifest part.
+    pub part_probabilities: Vec<Vec<f32>>,
+    /// Present when the model exports landmarks.
+    pub landmarks: Option<Vec<[f32; 2]>>,
+}
+
+impl Prediction {
+    /// Index and value of the most probable class.
+    pub fn top(&self) -> (usize, f32) {
+        self.probabilities.iter().copied().enumerate().fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, p)| {
+                if p > best.1 {
+                    (i, p)
+                } else {
+                    best
+                }
+            },
+        )
+    }
+}
+
+/// A loaded, optimised model. Shared by reference across threads; each thread runs it through
+/// its own [`Session`].
+pub struct Ensemble {
+    plan: Arc<TypedRunnableModel>,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for Ensemble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ensemble")
+            .field("model", &self.manifest.name)
+            .finish()
+    }
+}
+
+impl Ensemble {
+    pub fn load(source: &ModelSource) -> Result<Self, EnsembleError> {
+        let origin = source.origin.clone();
+        let manifest = source.manifest.clone();
+        let interface = |reason: String| EnsembleError::Interface {
+            origin: origin.clone(),
+            reason,
+        };
+
+        // The graph's own intermediate shapes carry a symbolic batch; ignore them and let tract
+        // infer everything from the fixed input shape, then check the outputs ourselves.
+        let model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .with_ignore_output_shapes(true)
+            .model_for_read(&mut &*source.onnx)
+            .map_err(|e| EnsembleError::Parse {
+                origin: origin.clone(),
+                reason: format!("{e:#}"),
+            })?;
+
+        let inputs = model
+            .input_outlets()
+            .map_err(|e| interface(e.to_string()))?;
+        if inputs.len() != 1 {
+            return Err(interface(format!(
+                "expected one input, the graph has {}",
+                inputs.len()
+            )));
+        }
+        let input_name = &model.node(inputs[0].node).name;
+        if *input_name != manifest.input.name {
+            return Err(interface(format!(
+                "the graph's input is {input_name:?}, the manifest says {:?}",
+                manifest.input.name
+            )));
+        }
+        let spec = &manifest.input;
+        check_declared_input(&model, &[spec.channels, spec.height, spec.width])
+            .map_err(interface)?;
+        let model = model
+            .with_input_fact(
+                0,
+                f32::fact([1, spec.channels, spec.height, spec.width]).into(),
+            )
+            .map_err(|e| interface(format!("input shape: {e:#}")))?;
+
+        let outputs = &manifest.outputs;
+        let mut names = vec![
+            outputs.probabilities.as_str(),
+            outputs.part_probabilities.as_str(),
+        ];
+        names.extend(outputs.landmarks.as_deref());
+        for name in &names {
+            if !has_output(&model, name) {
+                return Err(interface(format!("the graph has no output named {name:?}")));
+            }
+        }
+        let model = model
+            .with_outputs_by_name(&names)
+            .map_err(|e| interface(format!("{e:#}")))?;
+
+        let typed = model
+            .into_optimized()
+            .map_err(|e| interface(format!("{e:#}")))?;
+        let classes = manifest.labels.len();
+        let mut expected = vec![vec![1, classes], vec![1, manifest.parts.len(), classes]];
+        if outputs.landmarks.is_some() {
+            expected.push(vec![1, LANDMARK_POINTS, 2]);
+        }
+        for (ix, (name, want)) in names.iter().zip(&expected).enumerate() {
+            let fact = typed
+                .output_fact(ix)
+                .map_err(|e| interface(format!("{e:#}")))?;
+            let shape = fact.shape.as_concrete().map(|s| s.to_vec());
+            if shape.as_ref() != Some(want) || fact.datum_type != f32::datum_type() {
+                return Err(interface(format!(
+                    "output {name:?} is {:?} {:?}, expected f32 {want:?}",
+                    fact.datum_type, fact.shape
+                )));
+            }
+        }
+        let plan = typed.into_runnable().map_err(|e| EnsembleError::Optimise {
+            origin: origin.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        log::debug!("loaded model {} from {origin}", manifest.name);
+        Ok(Ensemble { plan, manifest })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Side of the square crop the model expects (its input height and width).
+    pub fn input_size(&self) -> (u32, u32) {
+        (
+            self.manifest.input.width as u32,
+            self.manifest.input.height as u32,
+        )
+    }
+
+    pub fn session(&self) -> Result<Session<'_>, EnsembleError> {
+        let state = self
+            .plan
+            .spawn()
+            .map_err(|e| EnsembleError::Run(format!("{e:#}")))?;
+        Ok(Session {
+            ensemble: self,
+            state,
+            pixels: Vec::new(),
+        })
+    }
+}
+
+/// The graph's own input shape (batch aside) must be the manifest's: a fully convolutional model
+/// would otherwise run at the wrong size and answer nonsense.
+fn check_declared_input(model: &InferenceModel, chw: &[usize; 3]) -> Result<(), String> {
+    let fact = model.input_fact(0).map_err(|e| format!("{e:#}"))?;
+    let dims: Vec<Option<i64>> = fact
+        .shape
+        .dims()
+        .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+        .collect();
+    let matches = dims.len() == 4
+        && dims[1..]
+            .iter()
+            .zip(chw)
+            .all(|(got, want)| got.is_none_or(|g| g == *want as i64));
+    if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "the graph's input is {:?}, the manifest says [N, {}, {}, {}]",
+            fact.shape, chw[0], chw[1], chw[2]
+        ))
+    }
+}
+
+fn has_output(model: &InferenceModel, name: &str) -> bool {
+    model.nodes().iter().any(|n| {
+        n.name == name
+            || (0..n.outputs.len())
+                .any(|ix| model.outlet_label(OutletId::new(n.id, ix)) == Some(name))
+    })
+}
+
+/// Per-thread inference state: reuses tract's op states and the input buffer across faces.
+pub struct Session<'a> {
+    ensemble: &'a Ensemble,
+    state: TypedSimpleState,
+    pixels: Vec<f32>,
+}
+
+impl Session<'_> {
+    /// Classifies one aligned grayscale face crop of the model's input size.
+    pub fn predict(&mut self, crop: &GrayImage) -> Result<Prediction, EnsembleError> {
+        let manifest = &self.ensemble.manifest;
+        let spec = &manifest.input;
+        if crop.width() as usize != spec.width || crop.height() as usize != spec.height {
+            return Err(EnsembleError::CropSize {
+                got_w: crop.width(),
+                got_h: crop.height(),
+                want_w: spec.width,
+                want_h: spec.height,
+            });
+        }
+        let pre = &manifest.preprocess;
+        let equalised = align::clahe(
+            crop,
+            pre.clahe_clip_limit,
+            (pre.clahe_tiles[0], pre.clahe_tiles[1]),
+        );
+        align::normalise_into(&equalised, pre.scale, pre.offset, &mut self.pixels);
+        self.predict_normalised_inner()
+    }
+
+    /// Runs the model on an already preprocessed input (`channels x height x width` values, one
+    /// channel is replicated when the model wants three). Used by parity tests and benchmarks.
+    pub fn predict_normalised(&mut self, input: &[f32]) -> Result<Prediction, EnsembleError> {
+        self.pixels.clear();
+        self.pixels.extend_from_slice(input);
+        self.predict_normalised_inner()
+    }
+
+    fn predict_normalised_inner(&mut self) -> Result<Prediction, EnsembleError> {
+        let manifest = &self.ensemble.manifest;
+        let spec = &manifest.input;
+        let plane = spec.height * spec.width;
+        if self.pixels.len() == plane && spec.channels == 3 {
+            self.pixels.extend_from_within(0..plane);
+            self.pixels.extend_from_within(0..plane);
+        }
+        if self.pixels.len() != plane * spec.channels {
+            return Err(EnsembleError::Run(format!(
+                "input has {} values, the model needs {}",
+                self.pixels.len(),
+                plane * spec.channels
+            )));
+        }
+        let input = Tensor::from_shape(&[1, spec.channels, spec.height, spec.width], &self.pixels)
+            .map_err(|e| EnsembleError::Run(format!("{e:#}")))?;
+        let outputs = self
+            .state
+            .run(tvec!(input.into()))
+            .map_err(|e| EnsembleError::Run(format!("{e:#}")))?;
+        let values = |ix: usize| -> Result<Vec<f32>, EnsembleError> {
+            Ok(outputs[ix]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| EnsembleError::Run(format!("{e:#}")))?
+                .iter()
+                .copied()
+                .collect())
+        };
+        let probabilities = values(0)?;
+        let classes = probabilities.len();
+        let part_probabilities = values(1)?.chunks(classes).map(<[f32]>::to_vec).collect();
+        let landmarks = if manifest.outputs.landmarks.is_some() {
+            Some(values(2)?.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+        } else {
+            None
+        };
+        Ok(Prediction {
+            probabilities,
+            part_probabilities,
+            landmarks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models;
+    use std::path::{Path, PathBuf};
+
+    fn fixture_dir(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    fn read_f32(path: &Path) -> Vec<f32> {
+        std::fs::read(path)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{name}: length");
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= tol, "{name}: max |tract - onnxruntime| = {worst}");
+    }
+
+    /// tract must reproduce onnxruntime's outputs on the committed reference input.
+    fn check_parity(fixture: &str) {
+        let dir = fixture_dir(fixture);
+        let source = models::from_path(&dir).unwrap();
+        let ensemble = Ensemble::load(&source).unwrap();
+        let mut session = ensemble.session().unwrap();
+        let got = session
+            .predict_normalised(&read_f32(&dir.join("input.f32")))
+            .unwrap();
+        assert_close(
+            "probabilities",
+            &got.probabilities,
+            &read_f32(&dir.join("probabilities.f32")),
+            1e-4,
+        );
+        let parts: Vec<f32> = got.part_probabilities.concat();
+        assert_close(
+            "part_probabilities",
+            &parts,
+            &read_f32(&dir.join("part_probabilities.f32")),
+            1e-4,
+        );
+        let landmarks: Vec<f32> = got.landmarks.unwrap().concat();
+        assert_close(
+            "landmarks",
+            &landmarks,
+            &read_f32(&dir.join("landmarks.f32")),
+            1e-4,
+        );
+    }
+
+    #[test]
+    fn fp32_fixture_matches_onnxruntime() {
+        check_parity("ensemble");
+    }
+
+    #[test]
+    fn int8_fixture_matches_onnxruntime() {
+        check_parity("ensemble-int8");
+    }
+
+    #[test]
+    fn prediction_shapes_follow_the_manifest() {
+        let source = models::from_path(&fixture_dir("ensemble")).unwrap();
+        let ensemble = Ensemble::load(&source).unwrap();
+        let (w, h) = ensemble.input_size();
+        let crop = GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 5 + y * 3) % 256) as u8]));
+        let p = ensemble.session().unwrap().predict(&crop).unwrap();
+        let m = ensemble.manifest();
+        assert_eq!(p.probabilities.len(), m.labels.len());
+        assert_eq!(p.part_probabilities.len(), m.parts.len());
+        assert!((p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        // Fusion is the mean of the part softmaxes.
+        for (c, fused) in p.probabilities.iter().enumerate() {
+            let mean =
+                p.part_probabilities.iter().map(|v| v[c]).sum::<f32>() / m.parts.len() as f32;
+            assert!((fused - mean).abs() < 1e-5);
+        }
+        assert_eq!(p.landmarks.unwrap().len(), LANDMARK_POINTS);
+    }
+
+    #[test]
+    fn wrong_crop_size_is_an_error_not_a_panic() {
+        let source = models::from_path(&fixture_dir("ensemble")).unwrap();
+        let ensemble = Ensemble::load(&source).unwrap();
+        let err = ensemble
+            .session()
+            .unwrap()
+            .predict(&GrayImage::new(10, 12))
+            .unwrap_err();
+        assert!(matches!(err, EnsembleError::CropSize { .. }));
+    }
+
+    fn with_manifest(edit: impl FnOnce(&mut Manifest)) -> Result<Ensemble, EnsembleError> {
+        let mut source = models::from_path(&fixture_dir("ensemble")).unwrap();
+        edit(&mut source.manifest);
+        Ensemble::load(&source)
+    }
+
+    #[test]
+    fn interface_mismatches_are_start_up_errors() {
+        let missing = with_manifest(|m| m.outputs.landmarks = Some("nope".into())).unwrap_err();
+        assert!(
+            missing.to_string().contains("no output named \"nope\""),
+            "{missing}"
+        );
+
+        let classes = with_manifest(|m| m.labels.push("extra".into())).unwrap_err();
+        assert!(
+            matches!(classes, EnsembleError::Interface { .. }),
+            "{classes}"
+        );
+
+        let input = with_manifest(|m| m.input.name = "pixels".into()).unwrap_err();
+        assert!(input.to_string().contains("input"), "{input}");
+
+        let size = with_manifest(|m| m.input.height = 40).unwrap_err();
+        assert!(matches!(size, EnsembleError::Interface { .. }), "{size}");
+    }
+
+    #[test]
+    fn garbage_bytes_are_a_parse_error() {
+        let mut source = models::from_path(&fixture_dir("ensemble")).unwrap();
+        source.onnx = std::borrow::Cow::Owned(b"definitely not protobuf".to_vec());
+        assert!(matches!(
+            Ensemble::load(&source).unwrap_err(),
+            EnsembleError::Parse { .. } | EnsembleError::Interface { .. }
+        ));
+    }
+}

@@ -1,0 +1,14 @@
+//! ferrite: offline facial-expression recognition for edge boards.
+//!
+//! Data flows one way through the stages, one module each:
+//! [`detect`] (BlazeFace) -> [`align`] (crop, level, CLAHE, normalise) -> [`ensemble`] (the
+//! part-based model). [`classify`] ties them together for still images; [`models`] owns the
+//! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
+//! set so that runtime crops match it.
+
+pub mod align;
+pub mod calibrate;
+pub mod classify;
+pub mod detect;
+pub mod ensemble;
+pub mod models;

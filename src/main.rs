@@ -1,0 +1,549 @@
+//! The `ferrite` binary: arguments -> typed options -> library calls; errors are reported once,
+//! here, with their context.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use ferrite::classify::{Classifier, FaceResult};
+use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
+use ferrite::ensemble::Ensemble;
+use ferrite::models::{self, Purpose};
+
+const EXIT_INPUT_FAILED: u8 = 1;
+const EXIT_STARTUP_FAILED: u8 = 3;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  every input was processed (finding no face is not an error)
+  1  at least one input could not be read or decoded; the others were processed
+  2  invalid command line
+  3  start-up failed: a model or detector could not be loaded or failed its checks";
+
+#[derive(Parser)]
+#[command(
+    name = "ferrite",
+    version,
+    about = "Offline facial-expression recognition for edge boards",
+    long_about = "Offline facial-expression recognition for edge boards.\n\n\
+        Finds faces with BlazeFace and classifies each face's expression with a part-based CNN \
+        ensemble (five sub-networks: jaw, eyebrows, nose, eyes, mouth) running through tract. \
+        The models are embedded in the binary; nothing leaves the machine.\n\n\
+        Logging goes to stderr; set RUST_LOG=info (or debug) for more.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify the expressions of the faces in images (one JSON line per face).
+    #[command(
+        after_long_help = concat!(
+            "Examples:\n",
+            "  ferrite classify assets/astronaut.png --pretty\n",
+            "  ferrite classify photos/ --threads 2 > faces.jsonl\n",
+            "  ferrite classify --no-detect fer2013/public_test/happy/\n",
+            "  ferrite classify --model models/fer2013-48-fp32 --detector long group.jpg\n\n",
+            "Each JSON line has the keys file, face, box ([x, y, w, h] in pixels), score (detector, \
+             null with --no-detect), label, confidence, probabilities (label -> probability) and \
+             parts (part -> label -> probability). An input that fails gets a line \
+             {\"file\": ..., \"error\": ...} instead.\n\n",
+            "Exit status:\n",
+            "  0  every input was processed (finding no face is not an error)\n",
+            "  1  at least one input could not be read or decoded; the others were processed\n",
+            "  2  invalid command line\n",
+            "  3  start-up failed: a model or detector could not be loaded or failed its checks"
+        )
+    )]
+    Classify(ClassifyArgs),
+    /// Measure the crop framing of a set of training images (prints the manifest's `crop`).
+    ///
+    /// Runs the detector on every image, expresses the image's square in units of the detected
+    /// box and prints the medians as JSON, ready to paste into a model's manifest.json as "crop".
+    /// Use it when you train on your own crops, so that camera frames are cropped the same way.
+    #[command(
+        after_long_help = "Example:\n  ferrite calibrate-crop ../shared/datasets/fer2013/train --limit 2000"
+    )]
+    CalibrateCrop {
+        /// Directories or files of training crops (one face each).
+        #[arg(required = true, value_name = "IMAGE|DIR")]
+        inputs: Vec<PathBuf>,
+        /// Use at most this many images (spread evenly over the sorted list).
+        #[arg(long, default_value_t = 2000)]
+        limit: usize,
+        /// Face detector to calibrate for (calibrate for the one you run with).
+        #[arg(long, value_enum, default_value_t = DetectorChoice::Short)]
+        detector: DetectorChoice,
+        /// Record that crops should be levelled by the eye line (as the runtime does by default).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        rotate: bool,
+    },
+    /// List the bundled models and their manifests.
+    Models {
+        /// Print the full manifests as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Image files or directories (searched recursively for png, jpg, jpeg, bmp, pgm, ppm).
+    #[arg(required = true, value_name = "IMAGE|DIR")]
+    inputs: Vec<PathBuf>,
+
+    /// Expression model: a bundled name (see `ferrite models`) or a directory holding
+    /// manifest.json and the ONNX file it names.
+    #[arg(long, default_value = models::DEFAULT_MODEL, value_name = "NAME|DIR")]
+    model: String,
+
+    /// Face detector: `short` (BlazeFace 128x128, faces within ~2 m, fast) or `long`
+    /// (BlazeFace 256x256, smaller and farther faces, ~5x slower).
+    #[arg(long, value_enum, default_value_t = DetectorChoice::Short)]
+    detector: DetectorChoice,
+
+    /// Use this BlazeFace ONNX file instead of the bundled one (same input size as --detector).
+    #[arg(long, value_name = "FILE")]
+    detector_model: Option<PathBuf>,
+
+    /// Ignore faces smaller than this many pixels (box side, in the input image).
+    #[arg(long, value_name = "PX")]
+    min_face: Option<f32>,
+
+    /// Report at most this many faces per image (the highest-scoring ones).
+    #[arg(long, value_name = "N")]
+    max_faces: Option<usize>,
+
+    /// Detector score threshold in 0..1; lower finds more faces and more false ones.
+    #[arg(long, value_name = "SCORE", value_parser = unit_interval)]
+    score_threshold: Option<f32>,
+
+    /// Treat each image as one already-cropped face (like FER2013 and CK+48 images): skip
+    /// detection and cropping, keep CLAHE and normalisation.
+    #[arg(long)]
+    no_detect: bool,
+
+    /// Crop side as a multiple of the detector's box (default: the model's calibrated value).
+    #[arg(long, value_name = "FACTOR", value_parser = positive)]
+    crop_scale: Option<f32>,
+
+    /// Worker threads, each with its own detector and model state [default: CPU cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Print a readable table instead of JSON lines.
+    #[arg(long)]
+    pretty: bool,
+
+    /// Allow a model whose manifest says it is a test fixture (random weights; for tests only).
+    #[arg(long, hide = true)]
+    allow_test_fixture: bool,
+}
+
+fn unit_interval(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number within 0..1, got {s:?}")),
+    }
+}
+
+fn positive(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DetectorChoice {
+    Short,
+    Long,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Classify(args) => classify(args),
+        Command::Models { json } => list_models(json).map(|()| ExitCode::SUCCESS),
+        Command::CalibrateCrop {
+            inputs,
+            limit,
+            detector,
+            rotate,
+        } => calibrate_crop(&inputs, limit, detector, rotate),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ferrite: {err:#}");
+            ExitCode::from(EXIT_STARTUP_FAILED)
+        }
+    }
+}
+
+fn list_models(json: bool) -> Result<()> {
+    let manifests = models::bundled_manifests()?;
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &manifests)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<18} {:<6} {:<7} {:<34} LABELS",
+        "NAME", "FORMAT", "INPUT", "PARTS"
+    )?;
+    for m in &manifests {
+        let default = if m.name == models::DEFAULT_MODEL {
+            " (default)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{:<18} {:<6} {:<7} {:<34} {}{default}",
+            m.name,
+            m.format,
+            format!("{}x{}", m.input.width, m.input.height),
+            m.parts.join(","),
+            m.labels.join(",")
+        )?;
+    }
+    writeln!(
+        out,
+        "\nDetails: ferrite models --json; model card: models/README.md"
+    )?;
+    Ok(())
+}
+
+fn detector_model(choice: DetectorChoice) -> DetectorModel {
+    match choice {
+        DetectorChoice::Short => DetectorModel::Short,
+        DetectorChoice::Long => DetectorModel::Long,
+    }
+}
+
+fn calibrate_crop(
+    inputs: &[PathBuf],
+    limit: usize,
+    detector: DetectorChoice,
+    rotate: bool,
+) -> Result<ExitCode> {
+    let detector = Detector::new(DetectorConfig {
+        model: detector_model(detector),
+        ..DetectorConfig::default()
+    })?;
+    let files: Vec<PathBuf> = expand_inputs(inputs)
+        .into_iter()
+        .filter_map(|job| {
+            job.map_err(|(p, e)| log::warn!("{}: {e}", p.display()))
+                .ok()
+        })
+        .collect();
+    let step = (files.len() as f64 / limit.max(1) as f64).max(1.0);
+    let picked: Vec<&PathBuf> = (0..files.len().min(limit))
+        .map(|i| &files[(i as f64 * step) as usize])
+        .collect();
+    let mut crops = Vec::with_capacity(picked.len());
+    for (i, path) in picked.iter().enumerate() {
+        match image::open(path) {
+            Ok(img) => crops.push(img.to_luma8()),
+            Err(e) => log::warn!("{}: {e}", path.display()),
+        }
+        if (i + 1) % 500 == 0 {
+            eprintln!("calibrate-crop: read {} of {} images", i + 1, picked.len());
+        }
+    }
+    eprintln!("calibrate-crop: detecting faces in {} images", crops.len());
+    let Some(found) = ferrite::calibrate::calibrate(&detector, &crops, rotate)? else {
+        bail!(
+            "the detector found a face in none of the {} images",
+            crops.len()
+        );
+    };
+    serde_json::to_writer_pretty(io::stdout().lock(), &found)?;
+    println!();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_classifier(args: &ClassifyArgs) -> Result<Classifier> {
+    let source = models::resolve(&args.model)?;
+    if source.manifest.purpose == Purpose::TestFixture && !args.allow_test_fixture {
+        bail!(
+            "model {} is a test fixture with random weights, not an expression classifier",
+            source.origin
+        );
+    }
+    let mut crop = source.manifest.crop_geometry();
+    if let Some(scale) = args.crop_scale {
+        crop.scale = scale;
+    }
+    let ensemble = Ensemble::load(&source)?;
+    let detector = if args.no_detect {
+        None
+    } else {
+        let mut config = DetectorConfig {
+            model: detector_model(args.detector),
+            ..DetectorConfig::default()
+        };
+        if let Some(v) = args.min_face {
+            config.min_face_size = v;
+        }
+        if let Some(v) = args.max_faces {
+            config.max_faces = v;
+        }
+        if let Some(v) = args.score_threshold {
+            config.score_threshold = v;
+        }
+        Some(match &args.detector_model {
+            Some(path) => Detector::from_onnx_file(path, config)?,
+            None => Detector::new(config)?,
+        })
+    };
+    Ok(Classifier::new(detector, ensemble, crop))
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "pgm", "ppm", "pnm"];
+
+/// Expands directories (recursively, sorted) into image files; explicit files are kept whatever
+/// their extension, so a mislabelled file still gets a clear decode error.
+fn expand_inputs(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (PathBuf, String)>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            if let Err(e) = walk(input, &mut found) {
+                files.push(Err((input.clone(), format!("cannot list directory: {e}"))));
+                continue;
+            }
+            if found.is_empty() {
+                files.push(Err((input.clone(), "directory holds no images".into())));
+            }
+            found.sort();
+            files.extend(found.into_iter().map(Ok));
+        } else {
+            files.push(Ok(input.clone()));
+        }
+    }
+    files
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct FaceLine<'a> {
+    file: &'a str,
+    #[serde(flatten)]
+    result: &'a FaceResult,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    file: &'a str,
+    error: &'a str,
+}
+
+type Outcome = Result<Vec<FaceResult>, String>;
+
+fn classify(args: ClassifyArgs) -> Result<ExitCode> {
+    let classifier = build_classifier(&args)?;
+    let jobs = expand_inputs(&args.inputs);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, jobs.len().max(1));
+    log::info!(
+        "{} input(s), {threads} thread(s), model {}",
+        jobs.len(),
+        classifier.ensemble().manifest().name
+    );
+
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+    let mut printer = Printer::new(args.pretty);
+    std::thread::scope(|scope| -> Result<()> {
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (classifier, jobs, next) = (&classifier, &jobs, &next);
+            workers.push(scope.spawn(move || -> Result<()> {
+                let mut session = classifier.session()?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else {
+                        return Ok(());
+                    };
+                    let outcome = match job {
+                        Ok(path) => classify_file(&mut session, path),
+                        Err((_, reason)) => Err(reason.clone()),
+                    };
+                    if tx.send((i, outcome)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        // Print in input order although workers finish out of order.
+        let mut pending = BTreeMap::new();
+        let mut printed = 0;
+        for (i, outcome) in rx {
+            pending.insert(i, outcome);
+            while let Some(outcome) = pending.remove(&printed) {
+                let path = match &jobs[printed] {
+                    Ok(p) | Err((p, _)) => p,
+                };
+                printer.print(&path.display().to_string(), &outcome)?;
+                printed += 1;
+            }
+        }
+        for worker in workers {
+            match worker.join() {
+                Ok(result) => result?,
+                Err(_) => bail!("a worker thread panicked"),
+            }
+        }
+        Ok(())
+    })?;
+    printer.finish()?;
+
+    if printer.failed > 0 {
+        eprintln!(
+            "ferrite: {} of {} input(s) failed",
+            printer.failed,
+            jobs.len()
+        );
+        return Ok(ExitCode::from(EXIT_INPUT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classify_file(session: &mut ferrite::classify::ClassifySession<'_>, path: &Path) -> Outcome {
+    let image = image::ImageReader::open(path)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?
+        .decode()
+        .map_err(|e| format!("not a readable image: {e}"))?
+        .to_rgb8();
+    session.classify(&image).map_err(|e| e.to_string())
+}
+
+struct Printer {
+    pretty: bool,
+    out: io::BufWriter<io::Stdout>,
+    failed: usize,
+    header: bool,
+}
+
+impl Printer {
+    fn new(pretty: bool) -> Self {
+        Printer {
+            pretty,
+            out: io::BufWriter::new(io::stdout()),
+            failed: 0,
+            header: false,
+        }
+    }
+
+    fn print(&mut self, file: &str, outcome: &Outcome) -> Result<()> {
+        match outcome {
+            Err(error) => {
+                self.failed += 1;
+                log::warn!("{file}: {error}");
+                if self.pretty {
+                    self.header()?;
+                    writeln!(self.out, "{file:<32} error: {error}")?;
+                } else {
+                    serde_json::to_writer(&mut self.out, &ErrorLine { file, error })?;
+                    writeln!(self.out)?;
+                }
+            }
+            Ok(faces) if self.pretty => {
+                self.header()?;
+                if faces.is_empty() {
+                    writeln!(self.out, "{file:<32} no face found")?;
+                }
+                for f in faces {
+                    let [x, y, w, h] = f.bbox.map(|v| v.round() as i64);
+                    let score = f.score.map_or("-".to_string(), |s| format!("{s:.2}"));
+                    let mut parts: Vec<String> = f
+                        .parts
+                        .iter()
+                        .map(|(part, scores)| {
+                            let (label, _) = scores.0.iter().fold(("", f32::MIN), |b, (l, p)| {
+                                if *p > b.1 {
+                                    (l, *p)
+                                } else {
+                                    b
+                                }
+                            });
+                            format!("{part}:{label}")
+                        })
+                        .collect();
+                    parts.truncate(5);
+                    writeln!(
+                        self.out,
+                        "{file:<32} {:>4} {:>20} {score:>5} {:<9} {:>5.1}%  {}",
+                        f.face,
+                        format!("{x},{y} {w}x{h}"),
+                        f.label,
+                        f.confidence * 100.0,
+                        parts.join(" ")
+                    )?;
+                }
+            }
+            Ok(faces) => {
+                for result in faces {
+                    serde_json::to_writer(&mut self.out, &FaceLine { file, result })?;
+                    writeln!(self.out)?;
+                }
+            }
+        }
+        // Flush per input so a consumer of the JSON stream sees results as they come.
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn header(&mut self) -> Result<()> {
+        if !self.header {
+            self.header = true;
+            writeln!(
+                self.out,
+                "{:<32} {:>4} {:>20} {:>5} {:<9} {:>6}  PARTS (each part's own top label)",
+                "FILE", "FACE", "BOX (x,y wxh)", "SCORE", "LABEL", "CONF"
+            )?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.out.flush().context("writing results")
+    }
+}

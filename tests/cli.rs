@@ -1,0 +1,220 @@
+//! End-to-end tests of the `ferrite` binary on fixtures.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn astronaut() -> PathBuf {
+    root().join("assets/astronaut.png")
+}
+
+fn ferrite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("the ferrite binary runs")
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn astronaut_is_one_happy_face_with_the_documented_keys() {
+    let out = ferrite(&["classify", s(&astronaut()), "--threads", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let face = &lines[0];
+    for key in [
+        "file",
+        "face",
+        "box",
+        "score",
+        "label",
+        "confidence",
+        "probabilities",
+        "parts",
+    ] {
+        assert!(face.get(key).is_some(), "missing {key}: {face}");
+    }
+    assert_eq!(face["label"], "happy", "{face}");
+    assert_eq!(face["face"], 0);
+    let bbox: Vec<f64> = face["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // The face sits around x 170-260, y 40-150 in the 512x512 portrait.
+    assert!(
+        bbox[0] > 120.0 && bbox[0] < 220.0 && bbox[1] > 10.0 && bbox[1] < 110.0,
+        "{bbox:?}"
+    );
+    let probs = face["probabilities"].as_object().unwrap();
+    assert_eq!(probs.len(), 7);
+    let total: f64 = probs.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-3);
+    let parts = face["parts"].as_object().unwrap();
+    let names: Vec<&str> = parts.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 5);
+    for part in ["jaw", "eyebrows", "nose", "eyes", "mouth"] {
+        assert!(parts.contains_key(part), "{names:?}");
+    }
+}
+
+#[test]
+fn bad_files_get_error_lines_and_the_rest_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("not-an-image.png");
+    fs::write(&fake, b"this is text, not a PNG").unwrap();
+    let missing = dir.path().join("missing.jpg");
+    let out = ferrite(&["classify", s(&fake), s(&astronaut()), s(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["file"], s(&fake));
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("image"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1]["file"], s(&astronaut()));
+    assert!(lines[1].get("label").is_some());
+    assert_eq!(lines[2]["file"], s(&missing));
+    assert!(lines[2].get("error").is_some());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 of 3 input(s) failed"), "{stderr}");
+}
+
+#[test]
+fn directories_are_walked_in_order_and_no_face_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("b")).unwrap();
+    fs::copy(astronaut(), dir.path().join("b/face.png")).unwrap();
+    let blank = image::RgbImage::from_fn(200, 150, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 60])
+    });
+    blank.save(dir.path().join("a.png")).unwrap();
+    fs::write(
+        dir.path().join("notes.txt"),
+        "ignored: not an image extension",
+    )
+    .unwrap();
+    let out = ferrite(&["classify", s(dir.path()), "--threads", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "the gradient has no face: {lines:?}");
+    assert!(lines[0]["file"].as_str().unwrap().ends_with("b/face.png"));
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = ferrite(&["classify", s(empty.path())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json_lines(&out)[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no images"));
+}
+
+#[test]
+fn no_detect_treats_the_image_as_one_face() {
+    let dir = tempfile::tempdir().unwrap();
+    let crop = dir.path().join("crop.png");
+    image::GrayImage::from_fn(48, 48, |x, y| image::Luma([(x * 4 + y) as u8]))
+        .save(&crop)
+        .unwrap();
+    let out = ferrite(&["classify", "--no-detect", s(&crop)]);
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["box"], serde_json::json!([0.0, 0.0, 48.0, 48.0]));
+    assert!(lines[0]["score"].is_null());
+}
+
+#[test]
+fn pretty_prints_a_table() {
+    let out = ferrite(&["classify", "--pretty", s(&astronaut())]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("FILE"), "{text}");
+    assert!(text.contains("happy"), "{text}");
+}
+
+#[test]
+fn models_lists_the_bundled_default() {
+    let out = ferrite(&["models"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("fer2013-48-int8") && text.contains("(default)"),
+        "{text}"
+    );
+    let out = ferrite(&["models", "--json"]);
+    let manifests: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(manifests.as_array().unwrap().len() >= 2);
+}
+
+#[test]
+fn a_tampered_model_is_a_one_line_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("tests/fixtures/ensemble");
+    for f in ["manifest.json", "model.onnx"] {
+        fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut bytes = fs::read(dir.path().join("model.onnx")).unwrap();
+    bytes[100] ^= 1;
+    fs::write(dir.path().join("model.onnx"), bytes).unwrap();
+    let out = ferrite(&[
+        "classify",
+        "--model",
+        s(dir.path()),
+        "--allow-test-fixture",
+        s(&astronaut()),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_test_fixture_is_never_presented_as_a_classifier() {
+    let fixture = root().join("tests/fixtures/ensemble");
+    let out = ferrite(&["classify", "--model", s(&fixture), s(&astronaut())]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test fixture"));
+}
+
+#[test]
+fn bad_option_values_are_usage_errors() {
+    let out = ferrite(&["classify", "--threads", "many", s(&astronaut())]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ferrite(&["classify", "--score-threshold", "1.5", s(&astronaut())]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ferrite(&["classify", "--crop-scale", "-1", s(&astronaut())]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,290 @@
+//! Face detector end to end: real photo, faceless image, two faces, odd frame sizes, errors.
+//! Run `cargo test --test detect -- --nocapture` to see the per-call timings.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ferrite::detect::{DetectError, Detector, DetectorConfig, DetectorModel, Face};
+use image::{Rgb, RgbImage};
+
+fn astronaut() -> RgbImage {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/astronaut.png");
+    image::open(path).expect("assets/astronaut.png").to_rgb8()
+}
+
+fn detector(model: DetectorModel) -> Detector {
+    Detector::new(DetectorConfig {
+        model,
+        ..Default::default()
+    })
+    .expect("embedded model loads")
+}
+
+fn near(got: (f32, f32), want: (f32, f32), tol: f32) -> bool {
+    (got.0 - want.0).abs() <= tol && (got.1 - want.1).abs() <= tol
+}
+
+fn centre(face: &Face) -> (f32, f32) {
+    (
+        face.bbox.x + face.bbox.w / 2.0,
+        face.bbox.y + face.bbox.h / 2.0,
+    )
+}
+
+/// Deterministic xorshift noise, 0..n.
+struct Noise(u32);
+impl Noise {
+    fn next(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0 % n
+    }
+}
+
+// Hand-checked on assets/astronaut.png (512x512, skimage's public-domain photo of Eileen
+// Collins): crops around each eye were enlarged 14x with a 1-pixel grid and the iris centres read
+// off; the face extent was read the same way from a 4x crop (cheek edges at x ~179 and ~271, chin
+// at y ~175), and the detector's box and keypoints were drawn on the photo and inspected.
+const RIGHT_EYE: (f32, f32) = (204.0, 101.0); // subject's right, image-left
+const LEFT_EYE: (f32, f32) = (247.0, 103.0);
+const FACE_CENTRE_X: f32 = 225.0;
+const CHIN_Y: f32 = 175.0;
+
+fn check_astronaut(model: DetectorModel, eye_tol: f32) {
+    let image = astronaut();
+    let det = detector(model);
+    let faces = det.detect(&image).expect("detect");
+    assert_eq!(faces.len(), 1, "{model:?}: {faces:#?}");
+    let f = &faces[0];
+    eprintln!("{model:?}: {f:?}");
+    assert!(f.score >= det.config().score_threshold && f.score <= 1.0);
+    let eye0 = (f.keypoints[0].x, f.keypoints[0].y);
+    let eye1 = (f.keypoints[1].x, f.keypoints[1].y);
+    assert!(
+        near(eye0, RIGHT_EYE, eye_tol),
+        "{model:?} right eye {eye0:?}"
+    );
+    assert!(near(eye1, LEFT_EYE, eye_tol), "{model:?} left eye {eye1:?}");
+    let (cx, _) = centre(f);
+    assert!(
+        (cx - FACE_CENTRE_X).abs() <= 6.0,
+        "{model:?} box {:?}",
+        f.bbox
+    );
+    assert!(
+        (f.bbox.y + f.bbox.h - CHIN_Y).abs() <= 8.0,
+        "{model:?} box {:?}",
+        f.bbox
+    );
+    assert!(
+        (85.0..=110.0).contains(&f.bbox.w) && (f.bbox.w - f.bbox.h).abs() < 2.0,
+        "{model:?} box {:?}",
+        f.bbox
+    );
+    // Nose and mouth between and below the eyes, inside the box.
+    for k in &f.keypoints[2..4] {
+        assert!(k.x > eye0.0 && k.x < eye1.0 && k.y > eye0.1 && k.y < f.bbox.y + f.bbox.h);
+    }
+    // Ears outside the eyes.
+    assert!(f.keypoints[4].x < eye0.0 && f.keypoints[5].x > eye1.0);
+
+    // Rough timing of a whole call (letterbox + inference + decoding) in this build.
+    let n = 5;
+    let start = Instant::now();
+    for _ in 0..n {
+        det.detect(&image).expect("detect");
+    }
+    eprintln!(
+        "{model:?}: {:.1} ms per detect() on 512x512",
+        start.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
+}
+
+#[test]
+fn astronaut_short() {
+    // One input pixel is 4 frame pixels at 128.
+    check_astronaut(DetectorModel::Short, 6.0);
+}
+
+#[test]
+fn astronaut_long() {
+    check_astronaut(DetectorModel::Long, 4.0);
+}
+
+/// Gradients, stripes, blocks and noise; no face-like blobs.
+fn faceless(w: u32, h: u32) -> RgbImage {
+    let mut noise = Noise(0x9e37_79b9);
+    RgbImage::from_fn(w, h, |x, y| {
+        let mut p = [
+            (x * 255 / w) as i32,
+            (y * 255 / h) as i32,
+            ((x + y) * 127 / (w + h)) as i32 + 64,
+        ];
+        if (x / 24) % 2 == 0 && y > h / 2 {
+            p = [200, 200, 40]; // vertical stripes in the lower half
+        }
+        if x > w / 8 && x < w / 3 && y > h / 8 && y < h / 3 {
+            p = [30, 60, 160]; // a blue block
+        }
+        if x > w * 2 / 3 && y < h / 4 {
+            p = [150, 20, 20]; // a red block in the corner
+        }
+        let n = noise.next(41) as i32 - 20;
+        Rgb(p.map(|v| (v + n).clamp(0, 255) as u8))
+    })
+}
+
+#[test]
+fn faceless_image_has_no_face() {
+    let image = faceless(640, 480);
+    for model in [DetectorModel::Short, DetectorModel::Long] {
+        let faces = detector(model).detect(&image).expect("detect");
+        assert!(faces.is_empty(), "{model:?}: {faces:#?}");
+    }
+}
+
+/// Two crops of the astronaut's face pasted on a noisy grey 480x320 canvas. Returns the canvas
+/// and the expected face-box centres and sizes.
+fn two_faces() -> (RgbImage, [((f32, f32), f32); 2]) {
+    let photo = astronaut();
+    // 180x180 crop at (135, 40); the face box centre (225, 128) is at (90, 88) in it, and the
+    // face is about 94 px wide.
+    let crop = image::imageops::crop_imm(&photo, 135, 40, 180, 180).to_image();
+    let mut noise = Noise(12345);
+    let mut canvas = RgbImage::from_fn(480, 320, |_, _| {
+        let v = 80 + noise.next(61) as u8;
+        Rgb([v, v, v])
+    });
+    let mut expected = [((0.0, 0.0), 0.0); 2];
+    for (i, (side, x, y)) in [(180u32, 30u32, 20u32), (140, 300, 150)]
+        .into_iter()
+        .enumerate()
+    {
+        let scaled =
+            image::imageops::resize(&crop, side, side, image::imageops::FilterType::Triangle);
+        image::imageops::replace(&mut canvas, &scaled, x as i64, y as i64);
+        let k = side as f32 / 180.0;
+        expected[i] = ((x as f32 + 90.0 * k, y as f32 + 88.0 * k), 94.0 * k);
+    }
+    (canvas, expected)
+}
+
+#[test]
+fn two_pasted_faces_are_found_in_place() {
+    let (canvas, expected) = two_faces();
+    for model in [DetectorModel::Short, DetectorModel::Long] {
+        let faces = detector(model).detect(&canvas).expect("detect");
+        assert_eq!(faces.len(), 2, "{model:?}: {faces:#?}");
+        assert!(faces[0].score >= faces[1].score);
+        for (want_centre, want_size) in expected {
+            let hit = faces.iter().any(|f| {
+                near(centre(f), want_centre, 8.0)
+                    && (f.bbox.w - want_size).abs() <= 0.15 * want_size
+            });
+            assert!(
+                hit,
+                "{model:?}: no face near {want_centre:?} size {want_size}: {faces:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn max_faces_and_min_face_size_filter() {
+    let (canvas, expected) = two_faces();
+    let one = Detector::new(DetectorConfig {
+        max_faces: 1,
+        ..Default::default()
+    })
+    .expect("load");
+    let faces = one.detect(&canvas).expect("detect");
+    assert_eq!(faces.len(), 1);
+    // Only the bigger face (about 94 px; the other is about 73 px) is at least 85 px.
+    let big_only = Detector::new(DetectorConfig {
+        min_face_size: 85.0,
+        ..Default::default()
+    })
+    .expect("load");
+    let faces = big_only.detect(&canvas).expect("detect");
+    assert_eq!(faces.len(), 1, "{faces:#?}");
+    assert!(near(centre(&faces[0]), expected[0].0, 8.0));
+}
+
+#[test]
+fn odd_frame_sizes_do_not_panic() {
+    let det = detector(DetectorModel::Short);
+    for (w, h) in [
+        (0, 0),
+        (0, 10),
+        (1, 1),
+        (2, 3),
+        (5000, 2),
+        (2, 5000),
+        (4000, 3000),
+    ] {
+        let image = RgbImage::from_pixel(w, h, Rgb([128, 100, 90]));
+        let faces = det.detect(&image).expect("detect");
+        assert!(faces.is_empty(), "{w}x{h}: {faces:?}");
+    }
+    // A face in a very wide frame: the astronaut with wide black margins.
+    let photo = astronaut();
+    let mut wide = RgbImage::new(1536, 512);
+    image::imageops::replace(&mut wide, &photo, 512, 0);
+    let faces = det.detect(&wide).expect("detect");
+    assert_eq!(faces.len(), 1, "{faces:#?}");
+    assert!(near(
+        (faces[0].keypoints[0].x, faces[0].keypoints[0].y),
+        (RIGHT_EYE.0 + 512.0, RIGHT_EYE.1),
+        8.0
+    ));
+}
+
+#[test]
+fn shared_across_threads() {
+    let det = detector(DetectorModel::Short);
+    let image = astronaut();
+    let alone = det.detect(&image).expect("detect");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2).map(|_| s.spawn(|| det.detect(&image))).collect();
+        for h in handles {
+            let faces = h.join().expect("thread").expect("detect");
+            assert_eq!(faces, alone);
+        }
+    });
+}
+
+#[test]
+fn model_file_errors_are_typed() {
+    let config = DetectorConfig::default();
+    let missing =
+        Detector::from_onnx_file(Path::new("/nonexistent/blazeface.onnx"), config.clone());
+    assert!(
+        matches!(missing, Err(DetectError::Io { .. })),
+        "{missing:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"not an onnx file").expect("write");
+    let err = Detector::from_onnx_file(&garbage, config.clone()).expect_err("garbage loads");
+    assert!(matches!(err, DetectError::ModelLoad { .. }), "{err}");
+
+    // The 256 model where the 128 one is configured: refused at load, with a message.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/blazeface");
+    let err = Detector::from_onnx_file(&models.join("blazeface_long_256.onnx"), config.clone())
+        .expect_err("wrong size accepted");
+    assert!(matches!(err, DetectError::ModelLoad { .. }), "{err}");
+    eprintln!("{err}");
+
+    // The right file loads and behaves like the embedded one.
+    let det = Detector::from_onnx_file(&models.join("blazeface_short_128.onnx"), config)
+        .expect("file loads");
+    let image = astronaut();
+    assert_eq!(
+        det.detect(&image).expect("detect"),
+        detector(DetectorModel::Short)
+            .detect(&image)
+            .expect("detect")
+    );
+}
