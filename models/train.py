@@ -41,6 +41,11 @@ def seed_all(seed):
     np.random.seed(seed)
 
 
+def subset(n, limit, seed=12345) -> np.ndarray:
+    """The same seeded random subset of `limit` training images for every stage (--limit)."""
+    return np.sort(np.random.RandomState(seed).choice(n, min(limit, n), replace=False))
+
+
 def save(path, **state):
     tmp = str(path) + ".tmp"
     torch.save(state, tmp)
@@ -108,7 +113,8 @@ def stage1(args):
     x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
     lm = torch.from_numpy(d["landmarks"])
     if args.limit:
-        x, lm = x[:args.limit], lm[:args.limit]
+        sel = torch.from_numpy(subset(len(x), args.limit))
+        x, lm = x[sel], lm[sel]
     vd = D.load_split(args.val, args.cache)
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))[:2000]
     vlm = torch.from_numpy(vd["landmarks"])[:2000]
@@ -235,7 +241,8 @@ def stage2(args):
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
     y, vy = d["labels"], vd["labels"]
     if args.limit:
-        x, y = x[:args.limit], y[:args.limit]
+        sel = subset(len(x), args.limit)
+        x, y = x[torch.from_numpy(sel)], y[sel]
     f0 = cached_features(model, args.init, args.train + (f"_l{args.limit}" if args.limit else ""), args.size, x, args.cache, False)
     f1 = cached_features(model, args.init, args.train + (f"_l{args.limit}" if args.limit else ""), args.size, x, args.cache, True)
     fv = cached_features(model, args.init, args.val, args.size, vx, args.cache, False)
@@ -307,7 +314,8 @@ def stage3(args):
     x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
     y, lm = d["labels"], torch.from_numpy(d["landmarks"])
     if args.limit:
-        x, y, lm = x[:args.limit], y[:args.limit], lm[:args.limit]
+        sel = subset(len(x), args.limit)
+        x, y, lm = x[torch.from_numpy(sel)], y[sel], lm[torch.from_numpy(sel)]
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
     val = (vx, vd["labels"], torch.from_numpy(vd["landmarks"]))
     steps = args.epochs * len(y) // args.batch
@@ -347,7 +355,7 @@ def main():
         p.add_argument("--train", default="fer2013_train", help="cache name of the training split")
         p.add_argument("--val", default="fer2013_public_test", help="cache name of the selection split")
         p.add_argument("--cache", default=str(D.CACHE))
-        p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
+        p.add_argument("--limit", type=int, default=0, help="use a fixed random subset of N training images (smoke tests, reduced protocols)")
         p.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this wall time (resumable)")
         p.add_argument("--ckpt-every", type=int, default=200)
         if name != "stage1":

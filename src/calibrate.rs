@@ -62,7 +62,7 @@ pub fn measure(detector: &Detector, crop: &GrayImage) -> Result<Option<Framing>,
     };
     let b = face.bbox;
     let size = b.w.max(b.h);
-    if !(size > 0.0) {
+    if !size.is_finite() || size <= 0.0 {
         return Ok(None);
     }
     let centre = pad as f32 + FACE_SIDE as f32 / 2.0;

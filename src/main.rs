@@ -15,6 +15,7 @@ use serde::Serialize;
 use ferrite::classify::{Classifier, FaceResult};
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
 use ferrite::ensemble::Ensemble;
+use ferrite::evaluate::{self, Confusion};
 use ferrite::models::{self, Purpose};
 
 const EXIT_INPUT_FAILED: u8 = 1;
@@ -66,6 +67,11 @@ enum Command {
         )
     )]
     Classify(ClassifyArgs),
+    /// Measure accuracy on a labelled folder tree (e.g. fer2013/public_test) through tract.
+    #[command(
+        after_long_help = "Examples:\n  ferrite eval --no-detect ../shared/datasets/fer2013/public_test\n  ferrite eval --no-detect --model models/fer2013-48-fp32 ../shared/datasets/ckplus48"
+    )]
+    Eval(EvalArgs),
     /// Measure the crop framing of a set of training images (prints the manifest's `crop`).
     ///
     /// Runs the detector on every image, expresses the image's square in units of the detected
@@ -102,6 +108,39 @@ struct ClassifyArgs {
     #[arg(required = true, value_name = "IMAGE|DIR")]
     inputs: Vec<PathBuf>,
 
+    /// Worker threads, each with its own detector and model state [default: CPU cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Print a readable table instead of JSON lines.
+    #[arg(long)]
+    pretty: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Labelled folder trees: each image's class is the name of its parent directory
+    /// (anger and sadness are read as angry and sad).
+    #[arg(required = true, value_name = "DIR")]
+    inputs: Vec<PathBuf>,
+
+    /// Worker threads, each with its own detector and model state [default: CPU cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Print the confusion matrix as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Options that choose and configure the detector and the expression model.
+#[derive(Args)]
+struct PipelineArgs {
     /// Expression model: a bundled name (see `ferrite models`) or a directory holding
     /// manifest.json and the ONNX file it names.
     #[arg(long, default_value = models::DEFAULT_MODEL, value_name = "NAME|DIR")]
@@ -137,14 +176,6 @@ struct ClassifyArgs {
     #[arg(long, value_name = "FACTOR", value_parser = positive)]
     crop_scale: Option<f32>,
 
-    /// Worker threads, each with its own detector and model state [default: CPU cores].
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-
-    /// Print a readable table instead of JSON lines.
-    #[arg(long)]
-    pretty: bool,
-
     /// Allow a model whose manifest says it is a test fixture (random weights; for tests only).
     #[arg(long, hide = true)]
     allow_test_fixture: bool,
@@ -175,6 +206,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Classify(args) => classify(args),
+        Command::Eval(args) => evaluate(args),
         Command::Models { json } => list_models(json).map(|()| ExitCode::SUCCESS),
         Command::CalibrateCrop {
             inputs,
@@ -262,7 +294,7 @@ fn calibrate_crop(
             Ok(img) => crops.push(img.to_luma8()),
             Err(e) => log::warn!("{}: {e}", path.display()),
         }
-        if (i + 1) % 500 == 0 {
+        if (i + 1).is_multiple_of(500) {
             eprintln!("calibrate-crop: read {} of {} images", i + 1, picked.len());
         }
     }
@@ -278,7 +310,7 @@ fn calibrate_crop(
     Ok(ExitCode::SUCCESS)
 }
 
-fn build_classifier(args: &ClassifyArgs) -> Result<Classifier> {
+fn build_classifier(args: &PipelineArgs) -> Result<Classifier> {
     let source = models::resolve(&args.model)?;
     if source.manifest.purpose == Purpose::TestFixture && !args.allow_test_fixture {
         bail!(
@@ -319,7 +351,7 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "pgm", "ppm", "
 
 /// Expands directories (recursively, sorted) into image files; explicit files are kept whatever
 /// their extension, so a mislabelled file still gets a clear decode error.
-fn expand_inputs(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (PathBuf, String)>> {
+fn expand_inputs(inputs: &[PathBuf]) -> Vec<Job> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -372,10 +404,85 @@ struct ErrorLine<'a> {
 type Outcome = Result<Vec<FaceResult>, String>;
 
 fn classify(args: ClassifyArgs) -> Result<ExitCode> {
-    let classifier = build_classifier(&args)?;
+    let classifier = build_classifier(&args.pipeline)?;
     let jobs = expand_inputs(&args.inputs);
-    let threads = args
-        .threads
+    let mut printer = Printer::new(args.pretty);
+    for_each_in_order(&classifier, &jobs, args.threads, |path, outcome| {
+        printer.print(&path.display().to_string(), &outcome)
+    })?;
+    printer.finish()?;
+
+    if printer.failed > 0 {
+        eprintln!(
+            "ferrite: {} of {} input(s) failed",
+            printer.failed,
+            jobs.len()
+        );
+        return Ok(ExitCode::from(EXIT_INPUT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn evaluate(args: EvalArgs) -> Result<ExitCode> {
+    let classifier = build_classifier(&args.pipeline)?;
+    let labels = classifier.ensemble().manifest().labels.clone();
+    let jobs = expand_inputs(&args.inputs);
+    let mut confusion = Confusion::new(&labels);
+    let mut failed = 0usize;
+    let mut seen = 0usize;
+    for_each_in_order(&classifier, &jobs, args.threads, |path, outcome| {
+        seen += 1;
+        if seen.is_multiple_of(500) {
+            eprintln!("eval: {seen} of {} images", jobs.len());
+        }
+        let class = path
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        let Some(truth) = evaluate::label_index(class, &labels) else {
+            confusion.skipped_unknown_class += 1;
+            return Ok(());
+        };
+        match outcome {
+            Err(e) => {
+                failed += 1;
+                log::warn!("{}: {e}", path.display());
+            }
+            Ok(faces) => match faces.first() {
+                None => confusion.no_face += 1,
+                Some(face) => {
+                    let predicted = labels.iter().position(|l| *l == face.label).unwrap_or(0);
+                    confusion.add(truth, predicted);
+                }
+            },
+        }
+        Ok(())
+    })?;
+    if args.json {
+        serde_json::to_writer_pretty(io::stdout().lock(), &confusion)?;
+        println!();
+    } else {
+        print!("{}", confusion.table());
+    }
+    if failed > 0 {
+        eprintln!("ferrite: {failed} of {} input(s) failed", jobs.len());
+        return Ok(ExitCode::from(EXIT_INPUT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+type Job = Result<PathBuf, (PathBuf, String)>;
+
+/// Classifies every job on `threads` workers (each with its own session) and hands the outcomes
+/// to `sink` in input order, although workers finish out of order.
+fn for_each_in_order(
+    classifier: &Classifier,
+    jobs: &[Job],
+    threads: Option<usize>,
+    mut sink: impl FnMut(&Path, Outcome) -> Result<()>,
+) -> Result<()> {
+    let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, jobs.len().max(1));
     log::info!(
@@ -383,15 +490,13 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         jobs.len(),
         classifier.ensemble().manifest().name
     );
-
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-    let mut printer = Printer::new(args.pretty);
     std::thread::scope(|scope| -> Result<()> {
         let mut workers = Vec::new();
         for _ in 0..threads {
             let tx = tx.clone();
-            let (classifier, jobs, next) = (&classifier, &jobs, &next);
+            let next = &next;
             workers.push(scope.spawn(move || -> Result<()> {
                 let mut session = classifier.session()?;
                 loop {
@@ -410,17 +515,14 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
             }));
         }
         drop(tx);
-        // Print in input order although workers finish out of order.
         let mut pending = BTreeMap::new();
-        let mut printed = 0;
+        let mut done = 0;
         for (i, outcome) in rx {
             pending.insert(i, outcome);
-            while let Some(outcome) = pending.remove(&printed) {
-                let path = match &jobs[printed] {
-                    Ok(p) | Err((p, _)) => p,
-                };
-                printer.print(&path.display().to_string(), &outcome)?;
-                printed += 1;
+            while let Some(outcome) = pending.remove(&done) {
+                let (Ok(path) | Err((path, _))) = &jobs[done];
+                sink(path, outcome)?;
+                done += 1;
             }
         }
         for worker in workers {
@@ -430,18 +532,7 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
             }
         }
         Ok(())
-    })?;
-    printer.finish()?;
-
-    if printer.failed > 0 {
-        eprintln!(
-            "ferrite: {} of {} input(s) failed",
-            printer.failed,
-            jobs.len()
-        );
-        return Ok(ExitCode::from(EXIT_INPUT_FAILED));
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn classify_file(session: &mut ferrite::classify::ClassifySession<'_>, path: &Path) -> Outcome {

@@ -133,7 +133,8 @@ impl Manifest {
             return Err(invalid("needs at least one part".into()));
         }
         let [tx, ty] = self.preprocess.clahe_tiles;
-        if tx == 0 || ty == 0 || !(self.preprocess.clahe_clip_limit > 0.0) {
+        let clip = self.preprocess.clahe_clip_limit;
+        if tx == 0 || ty == 0 || !clip.is_finite() || clip <= 0.0 {
             return Err(invalid(
                 "CLAHE needs a positive clip limit and non-zero tiles".into(),
             ));

@@ -218,3 +218,51 @@ fn bad_option_values_are_usage_errors() {
     let out = ferrite(&["classify", "--crop-scale", "-1", s(&astronaut())]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn eval_counts_a_labelled_tree_and_skips_unknown_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, n) in [("happy", 2), ("sadness", 1), ("contempt", 1)] {
+        fs::create_dir(dir.path().join(class)).unwrap();
+        for i in 0..n {
+            image::GrayImage::from_fn(48, 48, |x, y| image::Luma([(x * 3 + y * i) as u8]))
+                .save(dir.path().join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let fixture = root().join("tests/fixtures/ensemble");
+    let out = ferrite(&[
+        "eval",
+        "--no-detect",
+        "--allow-test-fixture",
+        "--model",
+        s(&fixture),
+        "--json",
+        s(dir.path()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["skipped_unknown_class"], 1);
+    let matrix = report["matrix"].as_array().unwrap();
+    let labels: Vec<&str> = report["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let row_total = |label: &str| -> u64 {
+        let i = labels.iter().position(|l| *l == label).unwrap();
+        matrix[i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(row_total("happy"), 2);
+    assert_eq!(row_total("sad"), 1, "sadness is read as sad");
+}

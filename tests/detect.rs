@@ -144,30 +144,41 @@ fn faceless_image_has_no_face() {
     }
 }
 
-/// Two crops of the astronaut's face pasted on a noisy grey 480x320 canvas. Returns the canvas
-/// and the expected face-box centres and sizes.
-fn two_faces() -> (RgbImage, [((f32, f32), f32); 2]) {
+/// Where a pasted face should be found: box centre, box width, right eye.
+#[derive(Debug, Clone, Copy)]
+struct Pasted {
+    centre: (f32, f32),
+    size: f32,
+    right_eye: (f32, f32),
+}
+
+/// Pastes a `side` x `side` copy of a 180x180 crop of the astronaut's face at (x, y).
+fn paste_face(canvas: &mut RgbImage, photo: &RgbImage, side: u32, x: u32, y: u32) -> Pasted {
+    // The crop starts at (135, 40): the face box centre (225, 128) is at (90, 88) in it, the
+    // face is about 94 px wide, and the right eye is at (69, 61).
+    let crop = image::imageops::crop_imm(photo, 135, 40, 180, 180).to_image();
+    let scaled = image::imageops::resize(&crop, side, side, image::imageops::FilterType::Triangle);
+    image::imageops::replace(canvas, &scaled, x as i64, y as i64);
+    let k = side as f32 / 180.0;
+    let at = |cx: f32, cy: f32| (x as f32 + cx * k, y as f32 + cy * k);
+    Pasted {
+        centre: at(90.0, 88.0),
+        size: 94.0 * k,
+        right_eye: at(RIGHT_EYE.0 - 135.0, RIGHT_EYE.1 - 40.0),
+    }
+}
+
+/// Two crops of the astronaut's face (180 and 140 px) pasted on a noisy grey 480x320 canvas.
+fn two_faces() -> (RgbImage, [Pasted; 2]) {
     let photo = astronaut();
-    // 180x180 crop at (135, 40); the face box centre (225, 128) is at (90, 88) in it, and the
-    // face is about 94 px wide.
-    let crop = image::imageops::crop_imm(&photo, 135, 40, 180, 180).to_image();
     let mut noise = Noise(12345);
     let mut canvas = RgbImage::from_fn(480, 320, |_, _| {
         let v = 80 + noise.next(61) as u8;
         Rgb([v, v, v])
     });
-    let mut expected = [((0.0, 0.0), 0.0); 2];
-    for (i, (side, x, y)) in [(180u32, 30u32, 20u32), (140, 300, 150)]
-        .into_iter()
-        .enumerate()
-    {
-        let scaled =
-            image::imageops::resize(&crop, side, side, image::imageops::FilterType::Triangle);
-        image::imageops::replace(&mut canvas, &scaled, x as i64, y as i64);
-        let k = side as f32 / 180.0;
-        expected[i] = ((x as f32 + 90.0 * k, y as f32 + 88.0 * k), 94.0 * k);
-    }
-    (canvas, expected)
+    let a = paste_face(&mut canvas, &photo, 180, 30, 20);
+    let b = paste_face(&mut canvas, &photo, 140, 300, 150);
+    (canvas, [a, b])
 }
 
 #[test]
@@ -177,15 +188,12 @@ fn two_pasted_faces_are_found_in_place() {
         let faces = detector(model).detect(&canvas).expect("detect");
         assert_eq!(faces.len(), 2, "{model:?}: {faces:#?}");
         assert!(faces[0].score >= faces[1].score);
-        for (want_centre, want_size) in expected {
+        for want in expected {
             let hit = faces.iter().any(|f| {
-                near(centre(f), want_centre, 8.0)
-                    && (f.bbox.w - want_size).abs() <= 0.15 * want_size
+                near(centre(f), want.centre, 8.0)
+                    && (f.bbox.w - want.size).abs() <= 0.15 * want.size
             });
-            assert!(
-                hit,
-                "{model:?}: no face near {want_centre:?} size {want_size}: {faces:#?}"
-            );
+            assert!(hit, "{model:?}: no face like {want:?}: {faces:#?}");
         }
     }
 }
@@ -208,7 +216,7 @@ fn max_faces_and_min_face_size_filter() {
     .expect("load");
     let faces = big_only.detect(&canvas).expect("detect");
     assert_eq!(faces.len(), 1, "{faces:#?}");
-    assert!(near(centre(&faces[0]), expected[0].0, 8.0));
+    assert!(near(centre(&faces[0]), expected[0].centre, 8.0));
 }
 
 #[test]
@@ -227,17 +235,23 @@ fn odd_frame_sizes_do_not_panic() {
         let faces = det.detect(&image).expect("detect");
         assert!(faces.is_empty(), "{w}x{h}: {faces:?}");
     }
-    // A face in a very wide frame: the astronaut with wide black margins.
+    // A face in a very wide and a very tall black frame (3.2:1), with the long-range model
+    // (the face is ~38 input pixels there; ~19 with the short one, below its range).
     let photo = astronaut();
-    let mut wide = RgbImage::new(1536, 512);
-    image::imageops::replace(&mut wide, &photo, 512, 0);
-    let faces = det.detect(&wide).expect("detect");
-    assert_eq!(faces.len(), 1, "{faces:#?}");
-    assert!(near(
-        (faces[0].keypoints[0].x, faces[0].keypoints[0].y),
-        (RIGHT_EYE.0 + 512.0, RIGHT_EYE.1),
-        8.0
-    ));
+    let long = detector(DetectorModel::Long);
+    for (w, h, x, y) in [(960, 300, 600, 15), (300, 960, 15, 600)] {
+        let mut frame = RgbImage::new(w, h);
+        let want = paste_face(&mut frame, &photo, 270, x, y);
+        let faces = long.detect(&frame).expect("detect");
+        assert_eq!(faces.len(), 1, "{w}x{h}: {faces:#?}");
+        let f = &faces[0];
+        assert!(
+            near(centre(f), want.centre, 8.0),
+            "{w}x{h}: {f:?} vs {want:?}"
+        );
+        let eye = (f.keypoints[0].x, f.keypoints[0].y);
+        assert!(near(eye, want.right_eye, 8.0), "{w}x{h}: {f:?} vs {want:?}");
+    }
 }
 
 #[test]
