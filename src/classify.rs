@@ -7,7 +7,7 @@ use image::{GrayImage, RgbImage};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::align::{self, CropGeometry};
+use crate::align::{self, CropGeometry, CropTransform};
 use crate::detect::{BBox, DetectError, Detector, Face, Point};
 use crate::ensemble::{Ensemble, EnsembleError, Prediction, Session};
 
@@ -71,14 +71,16 @@ impl ClassifySession<'_> {
             };
             let crop = align::crop_face(&gray, &whole, &geometry, size);
             let prediction = self.model.predict(&crop)?;
-            return Ok(vec![self.result(0, &whole, None, prediction)]);
+            let transform = CropTransform::new(&whole, &geometry);
+            return Ok(vec![self.result(0, &whole, None, &transform, prediction)]);
         };
         let faces = detector.detect(image)?;
         let mut results = Vec::with_capacity(faces.len());
         for (index, face) in faces.iter().enumerate() {
             let crop = align::crop_face(&gray, face, &self.classifier.crop, size);
             let prediction = self.model.predict(&crop)?;
-            results.push(self.result(index, face, Some(face.score), prediction));
+            let transform = CropTransform::new(face, &self.classifier.crop);
+            results.push(self.result(index, face, Some(face.score), &transform, prediction));
         }
         Ok(results)
     }
@@ -88,6 +90,7 @@ impl ClassifySession<'_> {
         index: usize,
         face: &Face,
         score: Option<f32>,
+        transform: &CropTransform,
         prediction: Prediction,
     ) -> FaceResult {
         let manifest = self.classifier.ensemble.manifest();
@@ -110,6 +113,15 @@ impl ClassifySession<'_> {
                         .map(|p| Scores::new(&manifest.labels, p)),
                 )
                 .collect(),
+            landmarks: prediction.landmarks.map(|points| {
+                points
+                    .iter()
+                    .map(|&[u, v]| {
+                        let (x, y) = transform.crop_to_frame(u, v);
+                        [x, y]
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -151,6 +163,9 @@ pub struct FaceResult {
     pub probabilities: Scores,
     #[serde(serialize_with = "ordered_map")]
     pub parts: Vec<(String, Scores)>,
+    /// 68 landmarks (iBUG 300-W order) in frame pixels, when the model exports them.
+    #[serde(skip)]
+    pub landmarks: Option<Vec<[f32; 2]>>,
 }
 
 /// Label -> probability, serialised as a JSON object in the manifest's label order.
@@ -206,6 +221,18 @@ mod tests {
         assert_eq!(r.bbox, [0.0, 0.0, 48.0, 48.0]);
         assert_eq!(r.score, None);
         assert_eq!(Some(r.confidence), r.probabilities.get(&r.label));
+        // Landmarks come back in frame pixels: the fixture's lie in [0, 1] of the crop, which
+        // here is the whole 48x48 image.
+        let landmarks = r.landmarks.as_ref().unwrap();
+        assert_eq!(landmarks.len(), 68);
+        assert!(landmarks
+            .iter()
+            .flatten()
+            .all(|c| (-1.0..=49.0).contains(c)));
+        assert!(
+            landmarks.iter().flatten().any(|c| *c > 1.5),
+            "not still normalised"
+        );
     }
 
     #[test]

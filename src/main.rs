@@ -115,6 +115,12 @@ struct ClassifyArgs {
     /// Print a readable table instead of JSON lines.
     #[arg(long)]
     pretty: bool,
+
+    /// Add a "landmarks" key: the model's 68 facial landmarks ([x, y] in pixels, iBUG 300-W
+    /// order), when the model exports them.
+    #[arg(long)]
+    landmarks: bool,
+
     #[command(flatten)]
     pipeline: PipelineArgs,
 }
@@ -393,6 +399,8 @@ struct FaceLine<'a> {
     file: &'a str,
     #[serde(flatten)]
     result: &'a FaceResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    landmarks: Option<&'a Vec<[f32; 2]>>,
 }
 
 #[derive(Serialize)]
@@ -406,7 +414,7 @@ type Outcome = Result<Vec<FaceResult>, String>;
 fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     let classifier = build_classifier(&args.pipeline)?;
     let jobs = expand_inputs(&args.inputs);
-    let mut printer = Printer::new(args.pretty);
+    let mut printer = Printer::new(args.pretty, args.landmarks);
     for_each_in_order(&classifier, &jobs, args.threads, |path, outcome| {
         printer.print(&path.display().to_string(), &outcome)
     })?;
@@ -548,15 +556,17 @@ fn classify_file(session: &mut ferrite::classify::ClassifySession<'_>, path: &Pa
 
 struct Printer {
     pretty: bool,
+    landmarks: bool,
     out: io::BufWriter<io::Stdout>,
     failed: usize,
     header: bool,
 }
 
 impl Printer {
-    fn new(pretty: bool) -> Self {
+    fn new(pretty: bool, landmarks: bool) -> Self {
         Printer {
             pretty,
+            landmarks,
             out: io::BufWriter::new(io::stdout()),
             failed: 0,
             header: false,
@@ -612,7 +622,13 @@ impl Printer {
             }
             Ok(faces) => {
                 for result in faces {
-                    serde_json::to_writer(&mut self.out, &FaceLine { file, result })?;
+                    let landmarks = result.landmarks.as_ref().filter(|_| self.landmarks);
+                    let line = FaceLine {
+                        file,
+                        result,
+                        landmarks,
+                    };
+                    serde_json::to_writer(&mut self.out, &line)?;
                     writeln!(self.out)?;
                 }
             }

@@ -266,3 +266,38 @@ fn eval_counts_a_labelled_tree_and_skips_unknown_classes() {
     assert_eq!(row_total("happy"), 2);
     assert_eq!(row_total("sad"), 1, "sadness is read as sad");
 }
+
+#[test]
+fn landmarks_are_in_frame_pixels_on_the_face() {
+    let out = ferrite(&["classify", "--landmarks", s(&astronaut())]);
+    assert!(out.status.success());
+    let face = &json_lines(&out)[0];
+    let points = face["landmarks"].as_array().unwrap();
+    assert_eq!(points.len(), 68);
+    let b: Vec<f64> = face["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mean = |axis: usize| {
+        points
+            .iter()
+            .map(|p| p[axis].as_f64().unwrap())
+            .sum::<f64>()
+            / 68.0
+    };
+    // The landmarks' centroid sits inside the detected box (the nose region).
+    assert!(
+        mean(0) > b[0] && mean(0) < b[0] + b[2],
+        "{} vs {b:?}",
+        mean(0)
+    );
+    assert!(
+        mean(1) > b[1] && mean(1) < b[1] + b[3],
+        "{} vs {b:?}",
+        mean(1)
+    );
+    let without = ferrite(&["classify", s(&astronaut())]);
+    assert!(json_lines(&without)[0].get("landmarks").is_none());
+}
