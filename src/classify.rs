@@ -42,6 +42,14 @@ impl Classifier {
         &self.ensemble
     }
 
+    pub fn detector(&self) -> Option<&Detector> {
+        self.detector.as_ref()
+    }
+
+    pub fn crop(&self) -> &CropGeometry {
+        &self.crop
+    }
+
     /// Per-thread state; create one per worker thread and reuse it for every image.
     pub fn session(&self) -> Result<ClassifySession<'_>, ClassifyError> {
         Ok(ClassifySession {

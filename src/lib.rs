@@ -4,9 +4,11 @@
 //! [`detect`] (BlazeFace) -> [`align`] (crop, level, CLAHE, normalise) -> [`ensemble`] (the
 //! part-based model). [`classify`] ties them together for still images; [`models`] owns the
 //! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
-//! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree.
+//! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
+//! [`bench`] times each stage.
 
 pub mod align;
+pub mod bench;
 pub mod calibrate;
 pub mod classify;
 pub mod detect;

@@ -94,6 +94,11 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         rotate: bool,
     },
+    /// Time each stage (decode, detect, crop+CLAHE, ensemble, whole frame): median and p95.
+    #[command(
+        after_long_help = "Examples:\n  ferrite bench\n  ferrite bench --all-models --runs 100 --json\n  ferrite bench --detector long my_frame.jpg"
+    )]
+    Bench(BenchArgs),
     /// List the bundled models and their manifests.
     Models {
         /// Print the full manifests as JSON instead of a table.
@@ -137,6 +142,32 @@ struct EvalArgs {
     threads: Option<usize>,
 
     /// Print the confusion matrix as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Image to time (one or more faces) [default: the bundled 512x512 JPEG sample].
+    #[arg(value_name = "IMAGE")]
+    image: Option<PathBuf>,
+
+    /// Timed runs per model, after the warm-up.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+
+    /// Untimed runs first (caches, lazy allocations).
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+
+    /// Bench every bundled model instead of only --model.
+    #[arg(long)]
+    all_models: bool,
+
+    /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 
@@ -213,6 +244,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Eval(args) => evaluate(args),
+        Command::Bench(args) => bench(args),
         Command::Models { json } => list_models(json).map(|()| ExitCode::SUCCESS),
         Command::CalibrateCrop {
             inputs,
@@ -427,6 +459,77 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
             jobs.len()
         );
         return Ok(ExitCode::from(EXIT_INPUT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct BenchRow {
+    model: String,
+    detector: &'static str,
+    #[serde(flatten)]
+    stats: ferrite::bench::StageStats,
+}
+
+fn bench(mut args: BenchArgs) -> Result<ExitCode> {
+    let encoded = match &args.image {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => ferrite::bench::SAMPLE_JPEG.to_vec(),
+    };
+    let models = if args.all_models {
+        models::bundled_manifests()?
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    } else {
+        vec![args.pipeline.model.clone()]
+    };
+    let detector_name = match args.pipeline.detector {
+        DetectorChoice::Short => "short",
+        DetectorChoice::Long => "long",
+    };
+    let mut rows = Vec::new();
+    for model in models {
+        args.pipeline.model = model;
+        let classifier = build_classifier(&args.pipeline)?;
+        let Some(detector) = classifier.detector() else {
+            bail!("bench times detection too; drop --no-detect");
+        };
+        eprintln!(
+            "bench: {} ({} runs after {} warm-up)",
+            args.pipeline.model, args.runs, args.warmup
+        );
+        let stats = ferrite::bench::run(
+            &encoded,
+            detector,
+            classifier.ensemble(),
+            classifier.crop(),
+            args.runs,
+            args.warmup,
+        )?;
+        rows.extend(stats.into_iter().map(|stats| BenchRow {
+            model: args.pipeline.model.clone(),
+            detector: detector_name,
+            stats,
+        }));
+    }
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<24} {:<8} {:<12} {:>10} {:>10}",
+            "MODEL", "DETECTOR", "STAGE", "MEDIAN ms", "P95 ms"
+        )?;
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<24} {:<8} {:<12} {:>10.2} {:>10.2}",
+                r.model, r.detector, r.stats.stage, r.stats.median_ms, r.stats.p95_ms
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
