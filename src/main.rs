@@ -90,6 +90,10 @@ enum Command {
         /// Face detector to calibrate for (calibrate for the one you run with).
         #[arg(long, value_enum, default_value_t = DetectorChoice::Short)]
         detector: DetectorChoice,
+        /// Detector score threshold; 48x48 training crops are small and blurry for BlazeFace,
+        /// so a lower threshold than at run time keeps more of them.
+        #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+        score_threshold: f32,
         /// Record that crops should be levelled by the eye line (as the runtime does by default).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         rotate: bool,
@@ -250,8 +254,9 @@ fn main() -> ExitCode {
             inputs,
             limit,
             detector,
+            score_threshold,
             rotate,
-        } => calibrate_crop(&inputs, limit, detector, rotate),
+        } => calibrate_crop(&inputs, limit, detector, score_threshold, rotate),
     };
     match outcome {
         Ok(code) => code,
@@ -309,10 +314,12 @@ fn calibrate_crop(
     inputs: &[PathBuf],
     limit: usize,
     detector: DetectorChoice,
+    score_threshold: f32,
     rotate: bool,
 ) -> Result<ExitCode> {
     let detector = Detector::new(DetectorConfig {
         model: detector_model(detector),
+        score_threshold,
         ..DetectorConfig::default()
     })?;
     let files: Vec<PathBuf> = expand_inputs(inputs)
