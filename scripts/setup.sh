@@ -37,6 +37,12 @@ if [ "${1:-}" = "--dev" ]; then
     rustup component add clippy rustfmt
   fi
   python3 -m pip --version >/dev/null 2>&1 || { $sudo apt-get update -qq; $sudo apt-get install -y -qq python3-pip >/dev/null; }
+  # dlib's 68-point shape predictor: the teacher for the landmark stage (models/README.md).
+  if [ ! -f /usr/share/dlib/shape_predictor_68_face_landmarks.dat ]; then
+    echo "setup: installing libdlib-data (apt; the 68-point landmark teacher)"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq libdlib-data >/dev/null
+  fi
   echo "setup: installing Python packages for models/ (models/requirements.txt)"
   python3 -m pip install -q -r models/requirements.txt
 fi
