@@ -31,20 +31,33 @@ def roundtrip_error(model: fm.Ensemble, onnx_path, x: np.ndarray) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--ckpt", help="checkpoint (required unless --manifest-only)")
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--out", required=True, help="model directory (model.onnx + manifest.json)")
     ap.add_argument("--name", help="manifest name (default: the directory name)")
     ap.add_argument("--description", default="part-based ensemble FER classifier")
     ap.add_argument("--labels", default=",".join(fm.FER_LABELS))
     ap.add_argument("--no-landmarks", action="store_true", help="manifest says landmarks: null (output still present)")
+    ap.add_argument("--crop-calibration", default=str(fm.REPO_ROOT / "models" / "crop_calibration.json"),
+                    help="JSON from `ferrite calibrate-crop` on the training crops; its geometry goes into the "
+                         "manifest as \"crop\" (use --no-crop for models trained on other framings)")
+    ap.add_argument("--no-crop", action="store_true")
+    ap.add_argument("--manifest-only", action="store_true", help="only rewrite manifest.json for an existing model.onnx")
     ap.add_argument("--check-split", default="fer2013_public_test", help="cache split used for the round-trip check")
     ap.add_argument("--cache", default=str(D.CACHE))
     args = ap.parse_args()
     labels = args.labels.split(",")
+    crop = None if args.no_crop else fm.load_crop_calibration(args.crop_calibration)
+    out = Path(args.out)
+    if args.manifest_only:
+        old = json.loads((out / "manifest.json").read_text())
+        man = fm.write_manifest(out, args.name or out.name, old["description"], old["purpose"], old["format"],
+                                old["input"]["height"], old["labels"], landmarks=old["outputs"]["landmarks"] is not None,
+                                crop=crop)
+        print(json.dumps(man))
+        return
     model, ck = load_model(args.ckpt)
     model.eval()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fm.export_onnx(model, out / "model.onnx", args.size)
     try:
@@ -55,7 +68,7 @@ def main():
     err = roundtrip_error(model, out / "model.onnx", x)
     assert err < 1e-4, f"ONNX vs PyTorch max abs error {err}"
     man = fm.write_manifest(out, args.name or out.name, args.description, "classifier", "fp32", args.size, labels,
-                            landmarks=not args.no_landmarks)
+                            landmarks=not args.no_landmarks, crop=crop)
     print(f"wrote {out / 'model.onnx'} ({(out / 'model.onnx').stat().st_size} bytes), round-trip max abs err {err:.2e}")
     print(json.dumps(man))
 

@@ -239,7 +239,17 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(dir_, name, description, purpose, fmt, size, labels, landmarks=True, file="model.onnx"):
+def load_crop_calibration(path=None):
+    """The runtime's crop geometry measured by `ferrite calibrate-crop` on the training crops
+    (models/crop_calibration.json, written by the Rust side); None if absent."""
+    p = Path(path) if path else REPO_ROOT / "models" / "crop_calibration.json"
+    if not p.exists():
+        return None
+    return json.loads(p.read_text())["geometry"]
+
+
+def write_manifest(dir_, name, description, purpose, fmt, size, labels, landmarks=True, file="model.onnx", crop=None):
+    """manifest.json as the Rust runtime reads it; `crop` (optional, last key) is the detector-crop geometry."""
     dir_ = Path(dir_)
     man = {
         "name": name,
@@ -256,6 +266,8 @@ def write_manifest(dir_, name, description, purpose, fmt, size, labels, landmark
         "outputs": {"probabilities": "probabilities", "part_probabilities": "part_probabilities",
                     "landmarks": "landmarks" if landmarks else None},
     }
+    if crop is not None:
+        man["crop"] = crop
     (dir_ / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     return man
 

@@ -42,9 +42,9 @@ def main():
     fm.quantize_int8(src / "model.onnx", out / "model.onnx", calib, per_channel=args.per_channel)
     ops = fm.check_standard_domains(out / "model.onnx")
     name = args.name or out.name
-    desc = args.description or man["description"].replace("fp32", "int8") + " (int8 QOperator)"
+    desc = args.description or man["description"].replace("fp32", "int8 QOperator")
     m = fm.write_manifest(out, name, desc, man["purpose"], "int8", size, man["labels"],
-                          landmarks=man["outputs"]["landmarks"] is not None)
+                          landmarks=man["outputs"]["landmarks"] is not None, crop=man.get("crop"))
     print(f"wrote {out / 'model.onnx'} ({(out / 'model.onnx').stat().st_size} bytes) ops={ops}")
     print(json.dumps(m))
 

@@ -195,7 +195,7 @@ def cached_features(model, init_path, split, size, x, cache, flip):
 
 
 def train_heads(model: fm.Ensemble, ftr, ytr, fva=None, yva=None, epochs=30, lr=1e-3, batch=256, seed=0,
-                steps_per_epoch=None, wd=1e-4, log=print):
+                steps_per_epoch=None, wd=1e-4, log=lambda m: print(m, flush=True)):
     """Stage 2 on cached features: train the five classification heads, class-balanced batches.
     Returns the best epoch's state (by validation ensemble accuracy if given, else last)."""
     seed_all(seed)
@@ -223,6 +223,8 @@ def train_heads(model: fm.Ensemble, ftr, ytr, fva=None, yva=None, epochs=30, lr=
                 lg = torch.stack([h(fva[:, i]) for i, h in enumerate(heads)], 1)
             rep = accuracy_report(lg, yva)
             hist.append({"epoch": ep + 1, "loss": float(loss), **rep})
+            if log:
+                log(f"heads epoch {ep + 1}/{epochs} loss {float(loss):.3f} val ensemble {rep['ensemble']:.4f}")
             if rep["ensemble"] > best:
                 best = rep["ensemble"]
                 best_state = {k: v.clone() for k, v in heads.state_dict().items()}

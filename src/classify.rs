@@ -229,18 +229,29 @@ mod tests {
         assert_eq!(r.bbox, [0.0, 0.0, 48.0, 48.0]);
         assert_eq!(r.score, None);
         assert_eq!(Some(r.confidence), r.probabilities.get(&r.label));
-        // Landmarks come back in frame pixels: the fixture's lie in [0, 1] of the crop, which
-        // here is the whole 48x48 image.
+        // Landmarks come back in frame pixels: the crop is the whole 48x48 image, unrotated, so
+        // each frame coordinate is the model's normalised output times 48.
+        let gray = align::rgb_to_gray(&image);
+        let raw = classifier
+            .ensemble()
+            .session()
+            .unwrap()
+            .predict(&gray)
+            .unwrap()
+            .landmarks
+            .unwrap();
         let landmarks = r.landmarks.as_ref().unwrap();
         assert_eq!(landmarks.len(), 68);
-        assert!(landmarks
-            .iter()
-            .flatten()
-            .all(|c| (-1.0..=49.0).contains(c)));
-        assert!(
-            landmarks.iter().flatten().any(|c| *c > 1.5),
-            "not still normalised"
-        );
+        for (frame, normalised) in landmarks.iter().zip(&raw) {
+            assert!(
+                (frame[0] - normalised[0] * 48.0).abs() < 1e-3,
+                "{frame:?} {normalised:?}"
+            );
+            assert!(
+                (frame[1] - normalised[1] * 48.0).abs() < 1e-3,
+                "{frame:?} {normalised:?}"
+            );
+        }
     }
 
     #[test]

@@ -89,7 +89,11 @@ SCHEMA_KEYS = ["name", "description", "purpose", "format", "file", "sha256", "in
 @pytest.mark.parametrize("mdir", _model_dirs(), ids=lambda p: p.name)
 def test_shipped_manifest(mdir):
     man = json.loads((mdir / "manifest.json").read_text())
-    assert list(man) == SCHEMA_KEYS
+    keys = list(man)
+    assert keys == SCHEMA_KEYS or keys == SCHEMA_KEYS + ["crop"], keys
+    if "crop" in man:
+        assert set(man["crop"]) == {"scale", "shift_x", "shift_y", "rotate"}
+        assert 0.5 < man["crop"]["scale"] < 3.0 and isinstance(man["crop"]["rotate"], bool)
     assert man["sha256"] == fm.sha256(mdir / man["file"])
     assert man["format"] in ("fp32", "int8") and man["purpose"] in ("classifier", "test-fixture")
     assert man["input"]["name"] == "input" and man["input"]["channels"] == 1
