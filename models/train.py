@@ -236,9 +236,10 @@ def train_heads(model: fm.Ensemble, ftr, ytr, fva=None, yva=None, epochs=30, lr=
 def stage2(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, ck = load_model(args.init, n_classes=7)
-    model.eval()
     d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
+    n_classes = len(d["classes"])  # 7 for FER2013; your own data may have another count
+    model, ck = load_model(args.init, n_classes=n_classes)
+    model.eval()
     x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
     y, vy = d["labels"], vd["labels"]
@@ -253,7 +254,7 @@ def stage2(args):
     hist, best = train_heads(model, ftr, ytr, fv, vy, epochs=args.epochs, lr=args.lr, seed=args.seed)
     for h in hist:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}))
-    cfg = dict(ck["config"], stage=2, stage2=_config(args))
+    cfg = dict(ck["config"], stage=2, stage2=_config(args), n_classes=n_classes, classes=[str(c) for c in d["classes"]])
     save(out / "best.pt", model=model.state_dict(), config=cfg, hist=hist)
     save(out / "last.pt", model=model.state_dict(), config=cfg, hist=hist)
     (out / "history.json").write_text(json.dumps(hist, indent=1))
@@ -311,7 +312,7 @@ def stage3(args):
     dev = fm.pick_device()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, ck = load_model(args.init, n_classes=7)
+    model, ck = load_model(args.init)
     d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
     x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
     y, lm = d["labels"], torch.from_numpy(d["landmarks"])
