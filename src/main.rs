@@ -21,12 +21,16 @@ use ferrite::models::{self, Purpose};
 const EXIT_INPUT_FAILED: u8 = 1;
 const EXIT_STARTUP_FAILED: u8 = 3;
 
-const EXIT_CODES: &str = "\
-Exit status:
-  0  every input was processed (finding no face is not an error)
-  1  at least one input could not be read or decoded; the others were processed
-  2  invalid command line
-  3  start-up failed: a model or detector could not be loaded or failed its checks";
+// A macro rather than a const so that `concat!` can append it to subcommand help too.
+macro_rules! exit_codes {
+    () => {
+        "Exit status:\n  \
+         0  every input was processed (finding no face is not an error)\n  \
+         1  at least one input could not be read or decoded; the others were processed\n  \
+         2  invalid command line\n  \
+         3  start-up failed: a model or detector could not be loaded or failed its checks"
+    };
+}
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +42,7 @@ Exit status:
         ensemble (five sub-networks: jaw, eyebrows, nose, eyes, mouth) running through tract. \
         The models are embedded in the binary; nothing leaves the machine.\n\n\
         Logging goes to stderr; set RUST_LOG=info (or debug) for more.",
-    after_help = EXIT_CODES
+    after_help = exit_codes!()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,11 +63,7 @@ enum Command {
              null with --no-detect), label, confidence, probabilities (label -> probability) and \
              parts (part -> label -> probability). An input that fails gets a line \
              {\"file\": ..., \"error\": ...} instead.\n\n",
-            "Exit status:\n",
-            "  0  every input was processed (finding no face is not an error)\n",
-            "  1  at least one input could not be read or decoded; the others were processed\n",
-            "  2  invalid command line\n",
-            "  3  start-up failed: a model or detector could not be loaded or failed its checks"
+            exit_codes!()
         )
     )]
     Classify(ClassifyArgs),
