@@ -3,8 +3,8 @@
 
     cross/equivalence.py [--cpu cortex-a72] [IMAGE ...]
 
-Runs `ferrite classify --landmarks` with both binaries on the same inputs (default: the bundled
-sample and the test fixtures' images) and compares every number with a relative tolerance of 1e-4
+Runs `ferrite classify --landmarks` with both binaries, for each bundled model, on the same inputs
+(default: the bundled sample as PNG and JPEG) and compares every number with a relative tolerance of 1e-4
 and every string exactly. Exits non-zero on the first difference. Build both binaries first:
 `cargo build --release` and `cross/build.sh`.
 """
@@ -53,11 +53,14 @@ def main():
     for binary in (HOST, ARM):
         if not binary.exists():
             sys.exit(f"missing {binary}: build it first (see the docstring)")
-    cli = ["classify", "--landmarks", "--threads", "1", *args.images]
-    host = run([HOST, *cli])
-    arm = run(["qemu-aarch64-static", "-cpu", args.cpu, ARM, *cli])
-    worst = compare(host, arm)
-    print(f"{len(host)} JSON lines identical within 1e-4 (max relative difference {worst:.2e}), qemu -cpu {args.cpu}")
+    # Each architecture has its own default model, so name the model explicitly.
+    for model in ("fer2013-48-fp32", "fer2013-48-int8"):
+        cli = ["classify", "--landmarks", "--threads", "1", "--model", model, *args.images]
+        host = run([HOST, *cli])
+        arm = run(["qemu-aarch64-static", "-cpu", args.cpu, ARM, *cli])
+        worst = compare(host, arm)
+        print(f"{model}: {len(host)} JSON lines equal within 1e-4 relative "
+              f"(max difference {worst:.2e}), qemu -cpu {args.cpu}")
 
 
 if __name__ == "__main__":
