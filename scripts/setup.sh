@@ -9,7 +9,7 @@ need_rust="1.91"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-if ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null; then
+if ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null || ! command -v curl >/dev/null; then
   echo "setup: installing build-essential and pkg-config (apt)"
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq build-essential pkg-config curl ca-certificates >/dev/null

@@ -188,7 +188,7 @@ struct PipelineArgs {
     model: String,
 
     /// Face detector: `short` (BlazeFace 128x128, faces within ~2 m, fast) or `long`
-    /// (BlazeFace 256x256, smaller and farther faces, ~5x slower).
+    /// (BlazeFace 256x256, smaller and farther faces, ~4x slower).
     #[arg(long, value_enum, default_value_t = DetectorChoice::Short)]
     detector: DetectorChoice,
 
