@@ -69,9 +69,7 @@ pub fn run(
     let runs = runs.max(1);
     let mut session = ensemble.session()?;
     let (width, height) = ensemble.input_size();
-    let pre = ensemble.manifest().preprocess.clone();
     let mut samples: [Vec<Duration>; 5] = Default::default();
-    let mut pixels = Vec::new();
     for i in 0..warmup + runs {
         let total = Instant::now();
         let (rgb, decode) = time(|| image::load_from_memory(encoded).map(|i| i.to_rgb8()));
@@ -85,17 +83,13 @@ pub fn run(
         let (gray, mut crop_time) = time(|| align::rgb_to_gray(&rgb));
         let mut model_time = Duration::ZERO;
         for face in &faces {
-            let (_, t) = time(|| {
+            let (prepared, t) = time(|| {
                 let cropped = align::crop_face(&gray, face, crop, width.max(height));
-                let equalised = align::clahe(
-                    &cropped,
-                    pre.clahe_clip_limit,
-                    (pre.clahe_tiles[0], pre.clahe_tiles[1]),
-                );
-                align::normalise_into(&equalised, pre.scale, pre.offset, &mut pixels);
+                session.prepare(&cropped)
             });
+            prepared?;
             crop_time += t;
-            let (prediction, t) = time(|| session.predict_normalised(&pixels));
+            let (prediction, t) = time(|| session.run_prepared());
             prediction?;
             model_time += t;
         }

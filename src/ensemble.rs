@@ -236,6 +236,13 @@ pub struct Session<'a> {
 impl Session<'_> {
     /// Classifies one aligned grayscale face crop of the model's input size.
     pub fn predict(&mut self, crop: &GrayImage) -> Result<Prediction, EnsembleError> {
+        self.prepare(crop)?;
+        self.run_prepared()
+    }
+
+    /// The preprocessing half of [`Session::predict`]: CLAHE and normalisation as the manifest
+    /// says, into the session's input buffer. Split out so benchmarks time the two halves.
+    pub fn prepare(&mut self, crop: &GrayImage) -> Result<(), EnsembleError> {
         let manifest = &self.ensemble.manifest;
         let spec = &manifest.input;
         if crop.width() as usize != spec.width || crop.height() as usize != spec.height {
@@ -253,18 +260,20 @@ impl Session<'_> {
             (pre.clahe_tiles[0], pre.clahe_tiles[1]),
         );
         align::normalise_into(&equalised, pre.scale, pre.offset, &mut self.pixels);
-        self.predict_normalised_inner()
+        Ok(())
     }
 
     /// Runs the model on an already preprocessed input (`channels x height x width` values, one
-    /// channel is replicated when the model wants three). Used by parity tests and benchmarks.
+    /// channel is replicated when the model wants three). Used by parity tests.
     pub fn predict_normalised(&mut self, input: &[f32]) -> Result<Prediction, EnsembleError> {
         self.pixels.clear();
         self.pixels.extend_from_slice(input);
-        self.predict_normalised_inner()
+        self.run_prepared()
     }
 
-    fn predict_normalised_inner(&mut self) -> Result<Prediction, EnsembleError> {
+    /// The inference half of [`Session::predict`]: runs the model on what [`Session::prepare`]
+    /// left in the input buffer.
+    pub fn run_prepared(&mut self) -> Result<Prediction, EnsembleError> {
         let manifest = &self.ensemble.manifest;
         let spec = &manifest.input;
         let plane = spec.height * spec.width;
