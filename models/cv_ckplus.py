@@ -54,7 +54,7 @@ def main():
     lm = torch.from_numpy(d["landmarks"])
     folds = D.subject_folds(d["names"], args.folds, args.seed)
     base, _ = load_model(args.init, n_classes=len(labels))
-    base.eval()
+    base.to(fm.pick_device()).eval()
     f0 = cached_features(base, args.init, args.split, args.size, x, args.cache, False)
     f1 = cached_features(base, args.init, args.split, args.size, x, args.cache, True)
     kinds = ["frozen"] + (["finetuned"] if args.finetune_steps else [])
@@ -83,7 +83,7 @@ def main():
             r = metrics(y[te], pp, labels)
             row[kind] = {"accuracy": r["accuracy"], "part_accuracy": r["part_accuracy"]}
             if args.int8:
-                fm.export_onnx(m, tmp / "f.onnx", args.size)
+                fm.export_onnx(copy.deepcopy(m).cpu(), tmp / "f.onnx", args.size)
                 rs = np.random.RandomState(f)
                 cal = x[tr][rs.choice(len(tr), min(256, len(tr)), replace=False)].numpy()
                 fm.quantize_int8(tmp / "f.onnx", tmp / "q.onnx", cal)

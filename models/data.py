@@ -114,13 +114,16 @@ def augment(x: torch.Tensor, lm: torch.Tensor | None, gen: torch.Generator, rot_
     t = torch.stack([tx, ty], 1)
     Minv = torch.linalg.inv(M)
     theta = torch.cat([Minv, (-Minv @ t.unsqueeze(2))], 2)  # in = Minv @ (out - t)
+    # the random draws stay on the CPU generator (identical on every device); only the warp runs on x's device
+    theta = theta.to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     xo = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if lm is None:
         return xo
     p = lm * 2 - 1  # [0,1] -> [-1,1] (align_corners=False convention: -1 = left edge)
-    po = p @ M.transpose(1, 2) + t.unsqueeze(1)
+    po = p @ M.transpose(1, 2).to(lm.device) + t.unsqueeze(1).to(lm.device)
     lo = (po + 1) / 2
+    fl = fl.to(lm.device)
     if fl.any():
         lo[fl] = lo[fl][:, fm.FLIP68]
     return xo, lo

@@ -88,12 +88,14 @@ def part_lm_loss(pred, target):
 
 @torch.no_grad()
 def predict(model, x: torch.Tensor, bs=256):
+    """Batched inference on the model's device; results on the CPU."""
     model.eval()
+    dev = next(model.parameters()).device
     logits, lms = [], []
     for i in range(0, len(x), bs):
-        lg, lm = model(x[i:i + bs])
-        logits.append(lg)
-        lms.append(lm)
+        lg, lm = model(x[i:i + bs].to(dev))
+        logits.append(lg.cpu())
+        lms.append(lm.cpu())
     return torch.cat(logits), torch.cat(lms)
 
 
@@ -118,6 +120,7 @@ def stage1(args):
     vd = D.load_split(args.val, args.cache)
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))[:2000]
     vlm = torch.from_numpy(vd["landmarks"])[:2000]
+    x, lm = x.to(dev), lm.to(dev)  # the whole split fits on any GPU; augmentation then runs there too
     model = fm.Ensemble(n_classes=7)
     with torch.no_grad():  # start the landmark heads at the mean shape
         mean = lm.mean(0)
@@ -144,10 +147,10 @@ def stage1(args):
         gen = torch.Generator().manual_seed(args.seed * 1000 + step)
         model.train()
         for bi in range(step % steps_per_epoch, steps_per_epoch):
-            idx = perm[bi * args.batch:(bi + 1) * args.batch]
+            idx = perm[bi * args.batch:(bi + 1) * args.batch].to(dev)
             xb, lb = D.augment(x[idx], lm[idx], gen)
-            _, pred = model(xb.to(dev))
-            loss = part_lm_loss(pred, lb.to(dev))
+            _, pred = model(xb)
+            loss = part_lm_loss(pred, lb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
@@ -161,9 +164,9 @@ def stage1(args):
             if stop:
                 print(f"--max-minutes reached at step {step}/{total}; rerun to resume")
                 return
-        _, vp = predict(model, vx.to(dev))
+        _, vp = predict(model, vx)
         model.train()
-        per = {n: float((vp[:, a:b] - vlm[:, a:b].to(dev)).abs().mean()) for n, a, b in fm.PARTS}
+        per = {n: float((vp[:, a:b] - vlm[:, a:b]).abs().mean()) for n, a, b in fm.PARTS}
         hist.append({"epoch": ep + 1, "step": step, "val_mae": per, "elapsed_s": time.time() - t0})
         print(json.dumps(hist[-1]))
         save(out / "last.pt", model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
@@ -177,10 +180,11 @@ def stage1(args):
 def backbone_features(model: fm.Ensemble, x: torch.Tensor, bs=256, desc="features") -> torch.Tensor:
     """[N,5,128] features of the five frozen backbones (eval mode)."""
     model.eval()
+    dev = next(model.parameters()).device
     feats = []
     for i in tqdm(range(0, len(x), bs), desc=desc, unit="batch", mininterval=15):
-        xb = x[i:i + bs]
-        feats.append(torch.stack([s.backbone(xb) for s in model.subnets], 1))
+        xb = x[i:i + bs].to(dev)
+        feats.append(torch.stack([s.backbone(xb) for s in model.subnets], 1).cpu())
     return torch.cat(feats)
 
 
@@ -205,13 +209,15 @@ def train_heads(model: fm.Ensemble, ftr, ytr, fva=None, yva=None, epochs=30, lr=
     rs = np.random.RandomState(seed)
     spe = steps_per_epoch or max(1, len(ytr) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * spe)
-    ytr_t = torch.from_numpy(ytr)
+    dev = next(heads.parameters()).device
+    ftr, ytr_t = ftr.to(dev), torch.from_numpy(ytr).to(dev)
+    fva = fva.to(dev) if fva is not None else None
     best, best_state, hist = -1, None, []
     for ep in range(epochs):
         heads.train()
         idx = balanced_indices(ytr, spe * batch, rs)
         for s in range(spe):
-            b = idx[s * batch:(s + 1) * batch]
+            b = torch.from_numpy(idx[s * batch:(s + 1) * batch]).to(dev)
             fb, yb = ftr[b], ytr_t[b]
             loss = sum(F.cross_entropy(h(fb[:, i]), yb) for i, h in enumerate(heads))
             opt.zero_grad(set_to_none=True)
@@ -220,7 +226,7 @@ def train_heads(model: fm.Ensemble, ftr, ytr, fva=None, yva=None, epochs=30, lr=
         if fva is not None:
             heads.eval()
             with torch.no_grad():
-                lg = torch.stack([h(fva[:, i]) for i, h in enumerate(heads)], 1)
+                lg = torch.stack([h(fva[:, i]) for i, h in enumerate(heads)], 1).cpu()
             rep = accuracy_report(lg, yva)
             hist.append({"epoch": ep + 1, "loss": float(loss), **rep})
             if log:
@@ -239,7 +245,7 @@ def stage2(args):
     d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
     n_classes = len(d["classes"])  # 7 for FER2013; your own data may have another count
     model, ck = load_model(args.init, n_classes=n_classes)
-    model.eval()
+    model.to(fm.pick_device()).eval()
     x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
     y, vy = d["labels"], vd["labels"]
@@ -255,6 +261,7 @@ def stage2(args):
     for h in hist:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}))
     cfg = dict(ck["config"], stage=2, stage2=_config(args), n_classes=n_classes, classes=[str(c) for c in d["classes"]])
+    model.cpu()
     save(out / "best.pt", model=model.state_dict(), config=cfg, hist=hist)
     save(out / "last.pt", model=model.state_dict(), config=cfg, hist=hist)
     (out / "history.json").write_text(json.dumps(hist, indent=1))
@@ -272,18 +279,18 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
         opt.load_state_dict(opt_state["opt"]); sched.load_state_dict(opt_state["sched"])
     rs = np.random.RandomState(seed)
     idx_all = balanced_indices(y, steps * batch, rs)
-    yt = torch.from_numpy(y)
+    x, lm, yt = x.to(dev), lm.to(dev), torch.from_numpy(y).to(dev)
     t0 = time.time()
     best, hist = opt_state.get("best", -1) if opt_state else -1, opt_state.get("hist", []) if opt_state else []
     pbar = tqdm(total=steps, initial=start_step, desc=desc, unit="step", mininterval=15)
     for step in range(start_step, steps):
         model.train()
         gen = torch.Generator().manual_seed(seed * 100003 + step)
-        b = torch.from_numpy(idx_all[step * batch:(step + 1) * batch])
+        b = torch.from_numpy(idx_all[step * batch:(step + 1) * batch]).to(dev)
         xb, lb = D.augment(x[b], lm[b], gen)
-        logits, pred = model(xb.to(dev))
-        yb = yt[b].to(dev)
-        loss = sum(F.cross_entropy(logits[:, i], yb) for i in range(5)) + lm_weight * part_lm_loss(pred, lb.to(dev))
+        logits, pred = model(xb)
+        yb = yt[b]
+        loss = sum(F.cross_entropy(logits[:, i], yb) for i in range(5)) + lm_weight * part_lm_loss(pred, lb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
@@ -291,9 +298,9 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
         done = step + 1
         stop = max_minutes and (time.time() - t0) > max_minutes * 60
         if val is not None and (done % eval_every == 0 or done == steps or stop):
-            lg, vp = predict(model, val[0].to(dev))
-            rep = accuracy_report(lg.cpu(), val[1])
-            rep["lm_mae"] = float((vp.cpu() - val[2]).abs().mean())
+            lg, vp = predict(model, val[0])
+            rep = accuracy_report(lg, val[1])
+            rep["lm_mae"] = float((vp - val[2]).abs().mean())
             hist.append({"step": done, **rep})
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in hist[-1].items()}))
             if rep["ensemble"] > best and ckpt:
