@@ -14,4 +14,5 @@ pub mod classify;
 pub mod detect;
 pub mod ensemble;
 pub mod evaluate;
+pub mod frame;
 pub mod models;
