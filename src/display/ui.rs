@@ -441,7 +441,7 @@ where
             Alignment::Center,
         )?;
     }
-    bar_rows(target, state, 34, 20, 150, 206, 78, 312)?;
+    bar_rows(target, state, 34, 20, 146, 208, 72, 312)?;
     part_row(target, state, 186, 320)
 }
 
