@@ -604,9 +604,13 @@ mod tests {
 
     #[test]
     fn a_missing_chip_is_an_error_that_names_it() {
-        let err = open_chip("no-such-gpiochip-label").err().expect("error");
+        let Err(err) = open_chip("no-such-gpiochip-label") else {
+            panic!("expected an error")
+        };
         assert!(err.to_string().contains("no-such-gpiochip-label"), "{err}");
-        let err = open_chip("/dev/no-such-gpiochip").err().expect("error");
+        let Err(err) = open_chip("/dev/no-such-gpiochip") else {
+            panic!("expected an error")
+        };
         assert!(err.to_string().contains("/dev/no-such-gpiochip"), "{err}");
     }
 

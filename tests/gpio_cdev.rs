@@ -34,7 +34,11 @@ fn gpiochips_open_by_path_and_by_label() {
     for path in chips {
         let chip = open_chip(&path.display().to_string()).expect("open by path");
         let label = chip.label().to_string();
-        eprintln!("{}: label {label:?}, {} lines", path.display(), chip.num_lines());
+        eprintln!(
+            "{}: label {label:?}, {} lines",
+            path.display(),
+            chip.num_lines()
+        );
         if !label.is_empty() {
             let again = open_chip(&label).expect("open by label");
             assert!(!again.label().is_empty());
@@ -76,7 +80,9 @@ fn a_line_follows_the_label_and_returns_to_its_safe_state() {
         landmarks: None,
     };
     let faces = [face];
-    outputs.update(&DisplayState::new(&faces, None)).expect("on");
+    outputs
+        .update(&DisplayState::new(&faces, None))
+        .expect("on");
     outputs.update(&DisplayState::new(&[], None)).expect("off");
     drop(outputs);
     // The line is free again once the outputs are dropped.

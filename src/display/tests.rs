@@ -137,7 +137,9 @@ fn missing_devices_are_errors_naming_the_device() {
     for text in configs {
         let config = crate::config::Config::from_toml(text, "t").unwrap();
         let display = config.display.unwrap();
-        let err = Display::open(&display).err().expect(text);
+        let Err(err) = Display::open(&display) else {
+            panic!("{text}: expected an error")
+        };
         assert!(err.to_string().contains("nonexistent"), "{err}");
     }
 }
@@ -145,7 +147,9 @@ fn missing_devices_are_errors_naming_the_device() {
 #[test]
 fn a_plain_file_is_not_a_framebuffer() {
     let file = tempfile::NamedTempFile::new().unwrap();
-    let err = Framebuffer::open(file.path()).err().expect("error");
+    let Err(err) = Framebuffer::open(file.path()) else {
+        panic!("expected an error")
+    };
     assert!(err.to_string().contains("not a framebuffer"), "{err}");
 }
 
