@@ -43,7 +43,13 @@ impl Config {
     /// Parses TOML text; `origin` names it in errors (a path, or "<string>").
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start).min(text.len());
+            let offset = e
+                .span()
+                .map(|s| s.start)
+                .filter(|start| *start > 0)
+                .or_else(|| key_offset(text, e.message()))
+                .unwrap_or(0)
+                .min(text.len());
             let before = &text[..offset];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -55,6 +61,21 @@ impl Config {
             }
         })
     }
+}
+
+/// serde's internally tagged enums (the `[display]` section, tagged by `driver`) lose toml's
+/// spans, so an unknown key there is reported at 1:1; find the key named in the message instead.
+fn key_offset(text: &str, message: &str) -> Option<usize> {
+    let key = message.split('`').nth(1)?;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with(key) && trimmed[key.len()..].trim_start().starts_with('=') {
+            return Some(offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -105,6 +126,15 @@ mod tests {
         };
         assert_eq!((*line, *column), (3, 14), "{err}");
         assert!(err.to_string().starts_with("f.toml:3:14:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_display_section_are_located() {
+        let err = Config::from_toml("[display]\ndriver = \"png\"\n  widht = 3\n", "f").unwrap_err();
+        assert!(
+            err.to_string().starts_with("f:3:3: unknown field `widht`"),
+            "{err}"
+        );
     }
 
     #[test]
