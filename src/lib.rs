@@ -5,14 +5,18 @@
 //! part-based model). [`classify`] ties them together for still images; [`models`] owns the
 //! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
 //! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
-//! [`bench`] times each stage.
+//! [`bench`] times each stage. The outputs: [`display`] draws the result on a screen,
+//! [`gpio`] switches lines, both configured by [`config`].
 
 pub mod align;
 pub mod bench;
 pub mod calibrate;
 pub mod classify;
+pub mod config;
 pub mod detect;
+pub mod display;
 pub mod ensemble;
 pub mod evaluate;
 pub mod frame;
+pub mod gpio;
 pub mod models;

@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use ferrite::classify::{Classifier, FaceResult};
+use ferrite::config::Config;
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
+use ferrite::display::{Display, DisplayConfig, DisplayState};
 use ferrite::ensemble::Ensemble;
 use ferrite::evaluate::{self, Confusion};
 use ferrite::models::{self, Purpose};
@@ -28,7 +30,8 @@ macro_rules! exit_codes {
          0  every input was processed (finding no face is not an error)\n  \
          1  at least one input could not be read or decoded; the others were processed\n  \
          2  invalid command line\n  \
-         3  start-up failed: a model or detector could not be loaded or failed its checks"
+         3  start-up failed: a model or detector could not be loaded or failed its checks, or the \
+            config file is invalid"
     };
 }
 
@@ -130,8 +133,22 @@ struct ClassifyArgs {
     #[arg(long)]
     landmarks: bool,
 
+    /// Show the result of the last image on a display: png:FILE[@WxH] (default 240x240; 128x64
+    /// draws the OLED layout), fb:/dev/fbN, ssd1306:/dev/i2c-N[@0x3c], sh1106:/dev/i2c-N[@0x3c].
+    /// Overrides the config file's [display]. A display that cannot be opened is a warning.
+    #[arg(long, value_name = "SPEC", value_parser = display_spec)]
+    display: Option<DisplayConfig>,
+
+    /// TOML configuration file (see examples/ferrite.toml); classify uses its [display].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     #[command(flatten)]
     pipeline: PipelineArgs,
+}
+
+fn display_spec(s: &str) -> Result<DisplayConfig, String> {
+    DisplayConfig::parse_spec(s).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -451,13 +468,32 @@ struct ErrorLine<'a> {
 type Outcome = Result<Vec<FaceResult>, String>;
 
 fn classify(args: ClassifyArgs) -> Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
     let classifier = build_classifier(&args.pipeline)?;
+    let mut display = open_display(args.display.as_ref().or(config.display.as_ref()));
     let jobs = expand_inputs(&args.inputs);
     let mut printer = Printer::new(args.pretty, args.landmarks);
+    let mut last_faces = None;
     for_each_in_order(&classifier, &jobs, args.threads, |path, outcome| {
+        if let Ok(faces) = &outcome {
+            last_faces = Some(faces.clone());
+        }
         printer.print(&path.display().to_string(), &outcome)
     })?;
     printer.finish()?;
+    if let Some(display) = &mut display {
+        match &last_faces {
+            Some(faces) => {
+                if let Err(e) = display.update(&DisplayState::new(faces, None)) {
+                    log::warn!("{e}");
+                }
+            }
+            None => log::warn!("{}: no image was classified, nothing shown", display.name()),
+        }
+    }
 
     if printer.failed > 0 {
         eprintln!(
@@ -468,6 +504,17 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INPUT_FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A display is an extra: when it cannot be opened, say why and keep classifying.
+fn open_display(config: Option<&DisplayConfig>) -> Option<Display> {
+    match Display::open(config?) {
+        Ok(display) => Some(display),
+        Err(e) => {
+            log::warn!("{e}; continuing without a display");
+            None
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -301,3 +301,68 @@ fn landmarks_are_in_frame_pixels_on_the_face() {
     let without = ferrite(&["classify", s(&astronaut())]);
     assert!(json_lines(&without)[0].get("landmarks").is_none());
 }
+
+#[test]
+fn display_png_shows_the_classified_face() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("face.png");
+    let spec = format!("png:{}@128x64", png.display());
+    let out = ferrite(&[
+        "classify",
+        s(&astronaut()),
+        "--threads",
+        "1",
+        "--display",
+        &spec,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).len(), 1);
+    let image = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(image.dimensions(), (128, 64));
+    // White pixels drawn (the label, icon and bars), not a blank screen.
+    let on = image.pixels().filter(|p| p.0 == [255, 255, 255]).count();
+    assert!(on > 300, "{on} lit pixels");
+
+    let bad = ferrite(&["classify", s(&astronaut()), "--display", "vga:0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_display_is_a_warning_and_classification_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    fs::write(
+        &config,
+        "[display]\ndriver = \"ssd1306\"\ni2c = \"/dev/i2c-nonexistent\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args([
+            "classify",
+            s(&astronaut()),
+            "--threads",
+            "1",
+            "--config",
+            s(&config),
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out).len(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/i2c-nonexistent") && stderr.contains("continuing"),
+        "{stderr}"
+    );
+
+    fs::write(&config, "[display]\ndriver = \"png\"\nwidht = 3\n").unwrap();
+    let out = ferrite(&["classify", s(&astronaut()), "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ferrite.toml:3:1"), "{stderr}");
+}
