@@ -5,11 +5,13 @@
 //! part-based model). [`classify`] ties them together for still images; [`models`] owns the
 //! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
 //! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
-//! [`bench`] times each stage.
+//! [`bench`] times each stage. [`capture`] provides the frames of cameras, image folders and
+//! recordings through [`frame::FrameSource`].
 
 pub mod align;
 pub mod bench;
 pub mod calibrate;
+pub mod capture;
 pub mod classify;
 pub mod detect;
 pub mod ensemble;
