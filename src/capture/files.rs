@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use image::{DynamicImage, GrayImage};
 use log::warn;
 
 use super::{CaptureOptions, Pacer};
@@ -79,6 +80,16 @@ fn has_image_extension(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
+/// Gray the way the still-image pipeline makes it (BT.601 weights, as OpenCV and the training
+/// scripts), which is also the Y that a camera's YUYV or MJPEG carries; the image crate's own
+/// `into_luma8` uses Rec. 709 weights.
+fn to_gray(img: DynamicImage) -> GrayImage {
+    match img {
+        DynamicImage::ImageLuma8(gray) => gray,
+        other => crate::align::rgb_to_gray(&other.into_rgb8()),
+    }
+}
+
 impl FrameSource for ImageFilesSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
         if self.next == self.files.len() {
@@ -102,7 +113,7 @@ impl FrameSource for ImageFilesSource {
             Ok(img) => Ok(Some(Frame {
                 index,
                 timestamp,
-                image: img.into_luma8(),
+                image: to_gray(img),
             })),
             Err(e) => {
                 self.corrupt += 1;
@@ -111,7 +122,10 @@ impl FrameSource for ImageFilesSource {
                     path.display(),
                     self.corrupt
                 );
-                Err(CaptureError::CorruptFrame(format!("{}: {e}", path.display())))
+                Err(CaptureError::CorruptFrame(format!(
+                    "{}: {e}",
+                    path.display()
+                )))
             }
         }
     }

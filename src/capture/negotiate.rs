@@ -182,7 +182,11 @@ impl Interval {
 pub enum SizeRange {
     Discrete(Size),
     /// Any size from `min` to `max` in steps (continuous when the steps are 1).
-    Stepwise { min: Size, max: Size, step: Size },
+    Stepwise {
+        min: Size,
+        max: Size,
+        step: Size,
+    },
 }
 
 impl SizeRange {
@@ -211,7 +215,10 @@ impl SizeRange {
 pub enum IntervalRange {
     Discrete(Interval),
     /// Continuous or stepwise: any interval between `min` (fastest) and `max` (slowest).
-    Stepwise { min: Interval, max: Interval },
+    Stepwise {
+        min: Interval,
+        max: Interval,
+    },
 }
 
 /// One size a format offers, with the frame rates it offers there. For a stepwise size range the
@@ -310,7 +317,9 @@ pub fn negotiate(
             let interval = pick_interval(&s.intervals, fps);
             // Shortfall in millihertz, 0 when the rate is reached or unknown.
             let shortfall = match (fps, interval) {
-                (Some(want), Some(i)) if i.fps() < want * 0.99 => ((want - i.fps()) * 1000.0) as u64,
+                (Some(want), Some(i)) if i.fps() < want * 0.99 => {
+                    ((want - i.fps()) * 1000.0) as u64
+                }
                 _ => 0,
             };
             let key = (candidate.distance(size), shortfall, rank);

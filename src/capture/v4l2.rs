@@ -32,8 +32,11 @@ use crate::frame::{CaptureError, Frame, FrameSource};
 /// The v4l crate panics on a few driver answers it does not expect (non-UTF-8 names, unknown
 /// colorspace codes, a failed STREAMOFF on drop); a camera quirk must not take the process down.
 fn guard<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(io::Error::other(format!("{what}: unexpected driver answer"))))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(io::Error::other(format!(
+            "{what}: unexpected driver answer"
+        )))
+    })
 }
 
 fn to_fourcc(f: FourCC) -> [u8; 4] {
@@ -68,8 +71,8 @@ fn enumerate(dev: &Device, want: Size) -> io::Result<Vec<(FormatCaps, String)>> 
     let formats = guard("VIDIOC_ENUM_FMT", || dev.enum_formats())?;
     let mut out = Vec::with_capacity(formats.len());
     for f in formats {
-        let sizes = guard("VIDIOC_ENUM_FRAMESIZES", || dev.enum_framesizes(f.fourcc))
-            .unwrap_or_default();
+        let sizes =
+            guard("VIDIOC_ENUM_FRAMESIZES", || dev.enum_framesizes(f.fourcc)).unwrap_or_default();
         let sizes = sizes
             .into_iter()
             .map(|s| {
@@ -136,7 +139,8 @@ fn open_camera(path: &Path, opts: &CaptureOptions) -> Result<OpenCamera, Capture
             _ => CaptureError::Unavailable(msg),
         }
     })?;
-    let unavailable = |what: &str, e: io::Error| CaptureError::Unavailable(io_error(path, what, &e));
+    let unavailable =
+        |what: &str, e: io::Error| CaptureError::Unavailable(io_error(path, what, &e));
     let caps = guard("VIDIOC_QUERYCAP", || device.query_caps())
         .map_err(|e| unavailable("VIDIOC_QUERYCAP", e))?;
     if !caps.capabilities.contains(CapFlags::VIDEO_CAPTURE) {
@@ -176,7 +180,9 @@ fn open_camera(path: &Path, opts: &CaptureOptions) -> Result<OpenCamera, Capture
     let format = apply_mode(&device, path, &mode, opts)?;
     let mut stream = MmapStream::with_buffers(&device, Type::VideoCapture, opts.buffers.max(2))
         .map_err(|e| unavailable("VIDIOC_REQBUFS/mmap", e))?;
-    stream.set_timeout(Duration::from_millis(opts.timeout_ms.clamp(1, i32::MAX as u64)));
+    stream.set_timeout(Duration::from_millis(
+        opts.timeout_ms.clamp(1, i32::MAX as u64),
+    ));
     info!(
         "{}: {} ({}) streaming {} {}{}",
         path.display(),
@@ -472,7 +478,10 @@ impl FrameSource for V4l2Source {
             }
             Err(CaptureError::Fatal(msg)) => {
                 // A buffer layout we cannot read will not get better by itself.
-                Err(CaptureError::Fatal(format!("{}: {msg}", self.path.display())))
+                Err(CaptureError::Fatal(format!(
+                    "{}: {msg}",
+                    self.path.display()
+                )))
             }
             Err(e) => Err(self.corrupt(index, e)),
         }

@@ -210,7 +210,11 @@ impl Y4mSource {
             .read_exact(&mut y)
             .and_then(|()| self.reader.read_exact(&mut self.skip));
         match complete {
-            Ok(()) => Ok(GrayImage::from_raw(self.header.width, self.header.height, y)),
+            Ok(()) => Ok(GrayImage::from_raw(
+                self.header.width,
+                self.header.height,
+                y,
+            )),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 // A recording cut short (the writer was killed): its end, not an error.
                 warn!(
