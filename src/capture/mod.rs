@@ -1,11 +1,11 @@
 //! Frame sources: V4L2 cameras, image files and directories, and Y4M recordings, all behind
 //! [`FrameSource`]. [`open_source`] picks one from a device or path.
 //!
-//! - [`decode`]: camera buffers (GREY, YUYV, UYVY, MJPEG) to gray images.
-//! - [`negotiate`]: choosing a camera mode and the reconnect backoff (pure, unit-tested).
-//! - [`v4l2`]: [`V4l2Source`] and [`list_devices`].
-//! - [`files`]: [`ImageFilesSource`].
-//! - [`y4m`]: [`Y4mSource`] and [`Y4mWriter`].
+//! - [`decode`] turns camera buffers (GREY, YUYV, UYVY, MJPEG) into gray images.
+//! - [`negotiate`] chooses a camera mode and paces reconnects (pure, unit-tested).
+//! - [`v4l2`] has [`V4l2Source`] and [`list_devices`].
+//! - [`files`] has [`ImageFilesSource`].
+//! - [`y4m`] has [`Y4mSource`] and [`Y4mWriter`].
 
 pub mod decode;
 pub mod files;

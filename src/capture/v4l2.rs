@@ -141,8 +141,13 @@ fn open_camera(path: &Path, opts: &CaptureOptions) -> Result<OpenCamera, Capture
     })?;
     let unavailable =
         |what: &str, e: io::Error| CaptureError::Unavailable(io_error(path, what, &e));
-    let caps = guard("VIDIOC_QUERYCAP", || device.query_caps())
-        .map_err(|e| unavailable("VIDIOC_QUERYCAP", e))?;
+    let caps = guard("VIDIOC_QUERYCAP", || device.query_caps()).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTTY) {
+            CaptureError::Fatal(format!("{}: not a V4L2 device", path.display()))
+        } else {
+            unavailable("VIDIOC_QUERYCAP", e)
+        }
+    })?;
     if !caps.capabilities.contains(CapFlags::VIDEO_CAPTURE) {
         return Err(CaptureError::Fatal(format!(
             "{}: {} ({}) is not a video capture node (UVC cameras also create metadata nodes; \
@@ -289,19 +294,7 @@ impl V4l2Source {
     /// format is an error; a camera that is busy or failing is returned anyway, disconnected, and
     /// retried by `next_frame` (a service may start before its camera is ready).
     pub fn open(path: &Path, opts: &CaptureOptions) -> Result<V4l2Source, CaptureError> {
-        let mut source = V4l2Source {
-            path: path.to_path_buf(),
-            opts: opts.clone(),
-            backoff: opts.backoff(),
-            camera: None,
-            last_format: None,
-            attempt: 0,
-            retry_at: None,
-            start: None,
-            next_index: 0,
-            last_sequence: None,
-            stats: CaptureStats::default(),
-        };
+        let mut source = V4l2Source::closed(path, opts);
         match open_camera(path, opts) {
             Ok(camera) => {
                 source.last_format = Some(camera.format);
@@ -315,6 +308,22 @@ impl V4l2Source {
             Err(e) => return Err(e),
         }
         Ok(source)
+    }
+
+    fn closed(path: &Path, opts: &CaptureOptions) -> V4l2Source {
+        V4l2Source {
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            backoff: opts.backoff(),
+            camera: None,
+            last_format: None,
+            attempt: 0,
+            retry_at: None,
+            start: None,
+            next_index: 0,
+            last_sequence: None,
+            stats: CaptureStats::default(),
+        }
     }
 
     pub fn stats(&self) -> CaptureStats {
@@ -386,7 +395,7 @@ impl V4l2Source {
         self.stats.corrupt += 1;
         let n = self.stats.corrupt;
         // The first few in full, then a reminder every 100: a flaky cable must not flood the log.
-        if n <= 3 || n % 100 == 0 {
+        if n <= 3 || n.is_multiple_of(100) {
             warn!(
                 "{}: frame {index} dropped ({err}); {n} corrupt so far",
                 self.path.display()
@@ -721,6 +730,40 @@ mod tests {
         assert!(table.contains("/dev/video0  Webcam (uvcvideo, usb-1)"));
         assert!(table.contains("640x480      30, 15 fps"));
         assert!(!table.contains("no V4L2"));
+    }
+
+    #[test]
+    fn a_lost_camera_is_retried_with_backoff_and_never_fatal() {
+        let opts = CaptureOptions {
+            reconnect_initial_ms: 10,
+            reconnect_max_ms: 40,
+            ..CaptureOptions::default()
+        };
+        // The node of an unplugged camera is gone: while reconnecting that is not fatal.
+        let mut source = V4l2Source::closed(Path::new("/dev/video-unplugged"), &opts);
+        let err = source.lose("EIO".into());
+        assert!(matches!(err, CaptureError::Unavailable(_)));
+        let t = Instant::now();
+        for attempt in 1..=4 {
+            let err = source.next_frame().err().unwrap();
+            assert!(matches!(err, CaptureError::Unavailable(_)), "{err}");
+            assert_eq!(source.attempt, attempt);
+        }
+        // Waits of 10, 20, 40 and 40 ms (capped) before the four attempts.
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(110), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert_eq!(source.stats().lost, 1);
+        assert!(!source.is_connected());
+    }
+
+    #[test]
+    fn a_character_device_that_is_not_a_camera_is_fatal() {
+        let err = V4l2Source::open(Path::new("/dev/null"), &CaptureOptions::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, CaptureError::Fatal(_)), "{err}");
+        assert!(err.to_string().contains("not a V4L2 device"), "{err}");
     }
 
     #[test]
