@@ -16,7 +16,7 @@ if [ "${1:-}" != "--no-apt" ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo dpkg --add-architecture arm64
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq rustc-web cargo-web "libstd-rust-web-dev:arm64" gcc-aarch64-linux-gnu qemu-user-static >/dev/null
+  $sudo apt-get install -y -qq rustc-web cargo-web "libstd-rust-web-dev:arm64" gcc-aarch64-linux-gnu libclang-dev qemu-user-static >/dev/null
 fi
 
 # Debian's cargo-web installs as /usr/bin/cargo; prefer it over a rustup cargo on PATH, whose
@@ -27,6 +27,8 @@ rustc=/usr/bin/rustc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export RUSTC="$rustc"
 export CARGO_TARGET_DIR=target
+# bindgen (the v4l crate's V4L2 bindings) reads the arm64 kernel headers that
+# gcc-aarch64-linux-gnu's libc6-dev-arm64-cross brings, through clang's --target (it passes TARGET).
 "$cargo" build --release --target "$target" --bin ferrite
 aarch64-linux-gnu-strip "target/$target/release/ferrite"
 ls -l "target/$target/release/ferrite"

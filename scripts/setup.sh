@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what ferrite needs to build on a fresh Debian/Ubuntu machine: a C toolchain and a Rust
-# toolchain new enough for tract (>= 1.91). With --dev it also installs the Python packages that
-# the model scripts and their tests need (models/requirements.txt; PyTorch is ~5 GB).
+# Installs what ferrite needs to build on a fresh Debian/Ubuntu machine: a C toolchain, libclang
+# (bindgen) and a Rust toolchain new enough for tract (>= 1.91). With --dev it also installs the
+# Python packages that the model scripts and their tests need (models/requirements.txt; PyTorch is ~5 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,14 @@ if ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null || ! command
   echo "setup: installing build-essential and pkg-config (apt)"
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq build-essential pkg-config curl ca-certificates >/dev/null
+fi
+
+# The v4l crate generates its V4L2 bindings from the kernel headers with bindgen, which needs
+# libclang at build time (nothing at run time).
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/*/libclang*.so*" >/dev/null; then
+  echo "setup: installing libclang-dev (apt; bindgen for the V4L2 bindings)"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq libclang-dev >/dev/null
 fi
 
 version_ok() { # $1 = installed, $2 = needed; true when installed >= needed

@@ -5,12 +5,14 @@
 //! part-based model). [`classify`] ties them together for still images; [`models`] owns the
 //! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
 //! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
-//! [`bench`] times each stage. The outputs: [`display`] draws the result on a screen,
-//! [`gpio`] switches lines, both configured by [`config`].
+//! [`bench`] times each stage. [`capture`] provides the frames of cameras, image folders and
+//! recordings through [`frame::FrameSource`]. The outputs: [`display`] draws the result on a
+//! screen, [`gpio`] switches lines, both configured by [`config`].
 
 pub mod align;
 pub mod bench;
 pub mod calibrate;
+pub mod capture;
 pub mod classify;
 pub mod config;
 pub mod detect;

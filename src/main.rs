@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use ferrite::capture;
 use ferrite::classify::{Classifier, FaceResult};
 use ferrite::config::Config;
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
@@ -106,6 +107,17 @@ enum Command {
         after_long_help = "Examples:\n  ferrite bench\n  ferrite bench --all-models --runs 100 --json\n  ferrite bench --detector long my_frame.jpg"
     )]
     Bench(BenchArgs),
+    /// List the V4L2 cameras: driver, formats, sizes and frame rates.
+    #[command(
+        after_long_help = "Examples:\n  ferrite devices\n  ferrite devices --json\n\n\
+            Formats marked (not supported) cannot be decoded by ferrite; GREY, YUYV, UYVY and \
+            MJPEG can. With no camera it prints \"no V4L2 capture devices found\" and exits 0."
+    )]
+    Devices {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the bundled models and their manifests.
     Models {
         /// Print the full manifests as JSON instead of a table.
@@ -267,6 +279,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => evaluate(args),
         Command::Bench(args) => bench(args),
         Command::Models { json } => list_models(json).map(|()| ExitCode::SUCCESS),
+        Command::Devices { json } => list_devices(json).map(|()| ExitCode::SUCCESS),
         Command::CalibrateCrop {
             inputs,
             limit,
@@ -317,6 +330,18 @@ fn list_models(json: bool) -> Result<()> {
         out,
         "\nDetails: ferrite models --json; model card: models/README.md"
     )?;
+    Ok(())
+}
+
+fn list_devices(json: bool) -> Result<()> {
+    let devices = capture::list_devices();
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &devices)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", capture::v4l2::format_device_table(&devices))?;
+    }
     Ok(())
 }
 
