@@ -1,19 +1,68 @@
-//! The TOML configuration file: one optional section per output stage. Every key has a
-//! default, and unknown keys are errors, so a typo is reported instead of silently ignored.
+//! The TOML configuration: one section per pipeline stage, optionally layered over a board
+//! profile (boards/*.toml, embedded in the binary). Every key has a default, and unknown keys are
+//! errors, so a typo is reported instead of silently ignored.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capture::CaptureOptions;
 use crate::display::DisplayConfig;
 use crate::gpio::GpioConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Facts about the board, set by a board profile (`--board`).
+    pub board: Option<BoardInfo>,
+    pub camera: CaptureOptions,
+    pub model: ModelConfig,
     pub display: Option<DisplayConfig>,
     pub gpio: Option<GpioConfig>,
 }
+
+/// What a board profile says about its hardware. The bus and chip entries become the defaults of
+/// the `[display]` and `[gpio]` sections, so a user config names only what is wired.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardInfo {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The Rust target triple of the binary this board runs.
+    pub target: String,
+    /// Label of the gpiochip that carries the header's lines.
+    pub gpiochip: Option<String>,
+    /// The I2C bus on the header's SDA/SCL pins.
+    pub i2c: Option<PathBuf>,
+    /// The SPI device on the header's SPI0 pins (CE0).
+    pub spi: Option<PathBuf>,
+    pub framebuffer: Option<PathBuf>,
+}
+
+/// Which expression model and detector to run, and on how many threads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A bundled model name (`ferrite models` lists them) or a model directory. Default: the
+    /// bundled default for this CPU.
+    pub name: Option<String>,
+    /// `short` (faces within ~2 m, 128x128 input) or `long` (full-range, 256x256). Default short.
+    pub detector: Option<String>,
+    /// Inference threads. Default: the number of CPU cores.
+    pub threads: Option<usize>,
+}
+
+/// The board profiles in boards/, embedded so `--board` works with the binary alone.
+pub const BOARDS: &[(&str, &str)] = &[
+    ("rpi3", include_str!("../boards/rpi3.toml")),
+    ("rpi4", include_str!("../boards/rpi4.toml")),
+    ("rpi5", include_str!("../boards/rpi5.toml")),
+    ("rpi-zero2w", include_str!("../boards/rpi-zero2w.toml")),
+    ("jetson-nano", include_str!("../boards/jetson-nano.toml")),
+    ("jetson-orin-nano", include_str!("../boards/jetson-orin-nano.toml")),
+    ("x86-desktop", include_str!("../boards/x86-desktop.toml")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -22,6 +71,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("unknown board {0:?}; known boards: {1}")]
+    UnknownBoard(String, String),
     #[error("{origin}:{line}:{column}: {message}")]
     Parse {
         origin: String,
@@ -38,6 +89,36 @@ impl Config {
             source,
         })?;
         Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The effective configuration: the board profile (if any), with the user's file (if any)
+    /// merged over it key by key, then the board's buses and chip filled into `[display]` and
+    /// `[gpio]` where the user left them out.
+    pub fn layered(board: Option<&str>, user: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(name) = board {
+            let text = board_profile(name)?;
+            Config::from_toml(text, &format!("boards/{name}.toml"))?;
+            table = parse_table(text, name)?;
+        }
+        if let Some(path) = user {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let origin = path.display().to_string();
+            // Validate the user's file alone first so its errors point into it.
+            Config::from_toml(&text, &origin)?;
+            merge(&mut table, parse_table(&text, &origin)?);
+        }
+        fill_board_defaults(&mut table);
+        let text = toml::to_string(&table).map_err(|e| ConfigError::Parse {
+            origin: "merged configuration".into(),
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+        })?;
+        Config::from_toml(&text, "merged configuration")
     }
 
     /// Parses TOML text; `origin` names it in errors (a path, or "<string>").
@@ -60,6 +141,65 @@ impl Config {
                 message: e.message().trim().to_string(),
             }
         })
+    }
+}
+
+/// The embedded profile text of a board.
+pub fn board_profile(name: &str) -> Result<&'static str, ConfigError> {
+    BOARDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| {
+            let known: Vec<&str> = BOARDS.iter().map(|(n, _)| *n).collect();
+            ConfigError::UnknownBoard(name.to_string(), known.join(", "))
+        })
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.to_string(),
+        line: 0,
+        column: 0,
+        message: e.message().to_string(),
+    })
+}
+
+/// Tables merge key by key; any other value (arrays included) is replaced whole.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn fill_board_defaults(table: &mut toml::Table) {
+    let Some(toml::Value::Table(board)) = table.get("board").cloned() else {
+        return;
+    };
+    let fact = |key: &str| board.get(key).cloned();
+    if let Some(toml::Value::Table(display)) = table.get_mut("display") {
+        let driver = display.get("driver").and_then(|d| d.as_str()).unwrap_or("");
+        let wanted: &[(&str, &str)] = match driver {
+            "ssd1306" | "sh1106" => &[("i2c", "i2c")],
+            "st7789" | "ili9341" => &[("spi", "spi"), ("gpiochip", "gpiochip")],
+            "framebuffer" => &[("device", "framebuffer")],
+            _ => &[],
+        };
+        for (key, board_key) in wanted {
+            if let (false, Some(v)) = (display.contains_key(*key), fact(board_key)) {
+                display.insert(key.to_string(), v);
+            }
+        }
+    }
+    if let Some(toml::Value::Table(gpio)) = table.get_mut("gpio") {
+        if let (false, Some(v)) = (gpio.contains_key("chip"), fact("gpiochip")) {
+            gpio.insert("chip".into(), v);
+        }
     }
 }
 
@@ -148,6 +288,60 @@ mod tests {
             let err = Config::from_toml(text, "t").unwrap_err();
             assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn every_board_profile_parses_and_names_itself() {
+        for (name, text) in BOARDS {
+            let config = Config::from_toml(text, name).unwrap_or_else(|e| panic!("{e}"));
+            let board = config.board.expect("[board]");
+            assert_eq!(board.name, *name);
+            assert!(board.target.contains("-linux-"), "{name}: {}", board.target);
+            assert!(config.model.name.is_some() && config.model.threads.is_some(), "{name}");
+        }
+        let files = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards"))
+            .unwrap()
+            .count();
+        assert_eq!(files, BOARDS.len(), "a profile in boards/ is not embedded");
+    }
+
+    #[test]
+    fn a_user_config_overrides_the_board_and_inherits_its_buses() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &user,
+            "[camera]\nsize = \"320x240\"\n[display]\ndriver = \"ssd1306\"\n\
+             [gpio]\n[[gpio.outputs]]\nline = 17\nlabels = [\"happy\"]\n",
+        )
+        .unwrap();
+        let config = Config::layered(Some("jetson-orin-nano"), Some(&user)).unwrap();
+        assert_eq!(config.camera.size.to_string(), "320x240");
+        assert_eq!(config.camera.fps, Some(30.0), "kept from the board");
+        assert_eq!(config.model.threads, Some(6));
+        let Some(DisplayConfig::Ssd1306(oled)) = &config.display else {
+            panic!("{:?}", config.display);
+        };
+        assert_eq!(oled.i2c, PathBuf::from("/dev/i2c-7"), "the board's bus");
+        assert_eq!(config.gpio.expect("gpio").chip, "tegra234-gpio");
+
+        let plain = Config::layered(None, Some(&user)).unwrap();
+        assert_eq!(plain.gpio.expect("gpio").chip, "gpiochip0", "no board: the default");
+        let Some(DisplayConfig::Ssd1306(oled)) = &plain.display else {
+            panic!()
+        };
+        assert_eq!(oled.i2c, PathBuf::from("/dev/i2c-1"));
+    }
+
+    #[test]
+    fn layered_errors_point_into_the_users_file_and_name_known_boards() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("bad.toml");
+        std::fs::write(&user, "[camera]\nsize = \"big\"\n").unwrap();
+        let err = Config::layered(Some("rpi5"), Some(&user)).unwrap_err();
+        assert!(err.to_string().contains("bad.toml:2:"), "{err}");
+        let err = Config::layered(Some("rpi6"), None).unwrap_err();
+        assert!(err.to_string().contains("rpi5"), "{err}");
     }
 
     #[test]
