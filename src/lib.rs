@@ -6,6 +6,10 @@
 //! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
 //! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
 //! [`bench`] times each stage.
+//!
+//! The live pipeline ([`pipeline`]) adds capture behind [`frame::FrameSource`], tracking and
+//! smoothing ([`track`]) and outputs ([`sink`]): capture -> detect -> crop -> ensemble -> track
+//! -> sinks.
 
 pub mod align;
 pub mod bench;
@@ -16,3 +20,6 @@ pub mod ensemble;
 pub mod evaluate;
 pub mod frame;
 pub mod models;
+pub mod pipeline;
+pub mod sink;
+pub mod track;

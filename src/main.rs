@@ -5,18 +5,24 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use ferrite::classify::{Classifier, FaceResult};
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
 use ferrite::ensemble::Ensemble;
 use ferrite::evaluate::{self, Confusion};
 use ferrite::models::{self, Purpose};
+use ferrite::pipeline::{self, InputSpec, PipelineConfig};
+use ferrite::sink::json::{JsonConfig, JsonSink};
+use ferrite::sink::mqtt::{MqttConfig, MqttSink};
+use ferrite::sink::Sink;
+use ferrite::track::TrackerConfig;
 
 const EXIT_INPUT_FAILED: u8 = 1;
 const EXIT_STARTUP_FAILED: u8 = 3;
@@ -103,6 +109,24 @@ enum Command {
         after_long_help = "Examples:\n  ferrite bench\n  ferrite bench --all-models --runs 100 --json\n  ferrite bench --detector long my_frame.jpg"
     )]
     Bench(BenchArgs),
+    /// Live pipeline: frames in, tracked per-person expression events out (JSON lines, MQTT).
+    #[command(
+        after_long_help = concat!(
+            "Examples:\n",
+            "  ferrite run --input frames/ --stats\n",
+            "  ferrite run --input clip/ --fps 15 --loop --mqtt-host localhost --json events.jsonl\n",
+            "  ferrite run --input frames/ --json - --json-state --detect-every 1\n\n",
+            "Each JSON line has schema (1), type (appeared, expression_changed, left; state with \
+             --json-state), time (stream seconds), frame, and per face: track, box, label, \
+             confidence, probabilities (smoothed); expression_changed adds from, left adds \
+             duration. SIGINT or SIGTERM stops cleanly: open tracks leave, sinks are flushed, \
+             MQTT availability goes offline; a second SIGINT exits at once.\n\n",
+            "Exit status:\n  0  the input ended, --max-frames was reached, or a signal stopped the run\n  \
+             1  the input failed while running\n  2  invalid command line\n  \
+             3  start-up failed: model, detector, input or an output could not be opened"
+        )
+    )]
+    Run(Box<RunArgs>),
     /// List the bundled models and their manifests.
     Models {
         /// Print the full manifests as JSON instead of a table.
@@ -179,6 +203,113 @@ struct BenchArgs {
     pipeline: PipelineArgs,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Frames to read: an image file or a directory of images (sorted by name). Cameras come
+    /// with the capture sources.
+    #[arg(long, value_name = "PATH")]
+    input: PathBuf,
+
+    /// Deliver file frames at this rate, like a camera (and drop frames inference cannot keep
+    /// up with); without it every file frame is processed, as fast as possible.
+    #[arg(long, value_name = "FPS", value_parser = positive)]
+    fps: Option<f32>,
+
+    /// Start the input over after its last frame, until stopped.
+    #[arg(long = "loop")]
+    looping: bool,
+
+    /// Run the detector on every N-th frame; in between, faces are classified at the tracker's
+    /// predicted boxes.
+    #[arg(long, value_name = "N", default_value_t = PipelineConfig::default().detect_every, value_parser = clap::value_parser!(u32).range(1..))]
+    detect_every: u32,
+
+    /// Detection passes a face must be matched before it is reported.
+    #[arg(long, value_name = "N", default_value_t = TrackerConfig::default().min_hits, value_parser = clap::value_parser!(u32).range(1..))]
+    min_hits: u32,
+
+    /// Detection passes a reported face may be missed before it leaves.
+    #[arg(long, value_name = "N", default_value_t = TrackerConfig::default().max_misses)]
+    max_misses: u32,
+
+    /// Weight of the newest probabilities in the moving average, in (0, 1]; 1 = no smoothing.
+    #[arg(long, value_name = "ALPHA", default_value_t = TrackerConfig::default().smoothing, value_parser = smoothing)]
+    smoothing: f32,
+
+    /// A new label must lead the current one by this much (smoothed probability)...
+    #[arg(long, value_name = "P", default_value_t = TrackerConfig::default().switch_margin, value_parser = unit_interval)]
+    switch_margin: f32,
+
+    /// ...on this many consecutive frames before the label changes.
+    #[arg(long, value_name = "N", default_value_t = TrackerConfig::default().switch_frames, value_parser = clap::value_parser!(u32).range(1..))]
+    switch_frames: u32,
+
+    /// JSON lines to this file (appended), or `-` for stdout [default: stdout].
+    #[arg(long, value_name = "PATH|-")]
+    json: Option<PathBuf>,
+
+    /// No JSON lines at all (e.g. MQTT only).
+    #[arg(long, conflicts_with_all = ["json", "json_state"])]
+    no_json: bool,
+
+    /// Also write a "state" JSON line per frame with every reported face.
+    #[arg(long)]
+    json_state: bool,
+
+    /// MQTT broker host; enables the MQTT output.
+    #[arg(long, value_name = "HOST")]
+    mqtt_host: Option<String>,
+
+    /// MQTT broker port [default: 1883, 8883 with TLS].
+    #[arg(long, value_name = "PORT")]
+    mqtt_port: Option<u16>,
+
+    /// Prefix of every topic [default: ferrite/<hostname>].
+    #[arg(long, value_name = "TOPIC")]
+    mqtt_base_topic: Option<String>,
+
+    /// MQTT client id [default: ferrite-<hostname>].
+    #[arg(long, value_name = "ID")]
+    mqtt_client_id: Option<String>,
+
+    #[arg(long, value_name = "USER")]
+    mqtt_username: Option<String>,
+
+    /// File whose first line is the MQTT password (keeps it out of the process list).
+    #[arg(long, value_name = "FILE", requires = "mqtt_username")]
+    mqtt_password_file: Option<PathBuf>,
+
+    /// Connect with TLS (the system's CA certificates unless --mqtt-ca-file).
+    #[arg(long)]
+    mqtt_tls: bool,
+
+    /// PEM CA certificate for the broker (implies --mqtt-tls).
+    #[arg(long, value_name = "FILE")]
+    mqtt_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate (with --mqtt-client-key).
+    #[arg(long, value_name = "FILE", requires = "mqtt_client_key")]
+    mqtt_client_cert: Option<PathBuf>,
+
+    #[arg(long, value_name = "FILE", requires = "mqtt_client_cert")]
+    mqtt_client_key: Option<PathBuf>,
+
+    /// Publish Home Assistant MQTT discovery for the primary face's expression.
+    #[arg(long)]
+    homeassistant: bool,
+
+    /// Print per-stage timings and counts to stderr at exit.
+    #[arg(long)]
+    stats: bool,
+
+    /// Stop after this many processed frames.
+    #[arg(long, value_name = "N")]
+    max_frames: Option<u64>,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
 /// Options that choose and configure the detector and the expression model.
 #[derive(Args)]
 struct PipelineArgs {
@@ -229,6 +360,13 @@ fn unit_interval(s: &str) -> Result<f32, String> {
     }
 }
 
+fn smoothing(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("expected a number in (0, 1], got {s:?}")),
+    }
+}
+
 fn positive(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -249,6 +387,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify(args),
         Command::Eval(args) => evaluate(args),
         Command::Bench(args) => bench(args),
+        Command::Run(args) => run(*args),
         Command::Models { json } => list_models(json).map(|()| ExitCode::SUCCESS),
         Command::CalibrateCrop {
             inputs,
@@ -468,6 +607,86 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INPUT_FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first signal asks for a clean stop; a second SIGINT while stopping exits at once
+    // (the conditional handler runs first, while the flag is still unset, so it only fires then).
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone())
+        .context("installing signal handlers")?;
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let tracker = TrackerConfig {
+        min_hits: args.min_hits,
+        max_misses: args.max_misses,
+        smoothing: args.smoothing,
+        switch_margin: args.switch_margin,
+        switch_frames: args.switch_frames,
+        ..TrackerConfig::default()
+    };
+    tracker.validate()?;
+    let config = PipelineConfig {
+        detect_every: args.detect_every,
+        // Unpaced files are read as fast as inference takes them, so none may be dropped;
+        // paced ones behave like a camera.
+        drop_frames: args.fps.is_some(),
+        max_frames: args.max_frames,
+        ..PipelineConfig::default()
+    };
+    let classifier = build_classifier(&args.pipeline)?;
+    let source = pipeline::open_input(&InputSpec {
+        path: args.input.clone(),
+        fps: args.fps.map(f64::from),
+        looping: args.looping,
+    })?;
+
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if !args.no_json {
+        let json = JsonConfig {
+            path: args.json.clone(),
+            state: args.json_state,
+            ..JsonConfig::default()
+        };
+        sinks.push(Box::new(JsonSink::new(&json)?));
+    }
+    if args.mqtt_host.is_some() {
+        let mqtt = MqttConfig {
+            host: args.mqtt_host.clone(),
+            port: args.mqtt_port,
+            client_id: args.mqtt_client_id.clone(),
+            base_topic: args.mqtt_base_topic.clone(),
+            username: args.mqtt_username.clone(),
+            password_file: args.mqtt_password_file.clone(),
+            tls: args.mqtt_tls,
+            ca_file: args.mqtt_ca_file.clone(),
+            client_cert: args.mqtt_client_cert.clone(),
+            client_key: args.mqtt_client_key.clone(),
+            homeassistant: args.homeassistant,
+            ..MqttConfig::default()
+        };
+        let sink = MqttSink::start(&mqtt)?;
+        log::info!("mqtt: publishing under {}", sink.topics().availability);
+        sinks.push(Box::new(sink));
+    }
+
+    let outcome = pipeline::run(source, &classifier, &tracker, &config, &mut sinks, stop.clone());
+    if stop.load(Ordering::Relaxed) {
+        log::info!("stopped by signal");
+    }
+    match outcome {
+        Ok(stats) => {
+            if args.stats {
+                eprint!("{}", stats.table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            Ok(ExitCode::from(EXIT_INPUT_FAILED))
+        }
+    }
 }
 
 #[derive(Serialize)]
