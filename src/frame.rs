@@ -33,7 +33,10 @@ pub enum CaptureError {
 impl CaptureError {
     /// Whether the pipeline should keep calling `next_frame` after this error.
     pub fn is_transient(&self) -> bool {
-        matches!(self, CaptureError::CorruptFrame(_) | CaptureError::Unavailable(_))
+        matches!(
+            self,
+            CaptureError::CorruptFrame(_) | CaptureError::Unavailable(_)
+        )
     }
 }
 

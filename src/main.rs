@@ -671,7 +671,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         sinks.push(Box::new(sink));
     }
 
-    let outcome = pipeline::run(source, &classifier, &tracker, &config, &mut sinks, stop.clone());
+    let outcome = pipeline::run(
+        source,
+        &classifier,
+        &tracker,
+        &config,
+        &mut sinks,
+        stop.clone(),
+    );
     if stop.load(Ordering::Relaxed) {
         log::info!("stopped by signal");
     }

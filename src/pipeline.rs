@@ -11,17 +11,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use image::GrayImage;
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{ClassifyError, Classifier, StageTimes};
+use crate::classify::{Classifier, ClassifyError, StageTimes};
 use crate::detect::Face;
 use crate::frame::{CaptureError, Frame, FrameSource};
 use crate::sink::Sink;
-use crate::track::{Event, FrameUpdate, Observation, Stamp, Tracker, TrackerConfig, TrackerConfigError};
+use crate::track::{
+    Event, FrameUpdate, Observation, Stamp, Tracker, TrackerConfig, TrackerConfigError,
+};
 
 /// `[pipeline]` in the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,7 +220,12 @@ impl Slot {
     }
 }
 
-fn capture_loop(mut source: Box<dyn FrameSource>, slot: &Slot, stop: &AtomicBool, drop_frames: bool) {
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    slot: &Slot,
+    stop: &AtomicBool,
+    drop_frames: bool,
+) {
     let mut consecutive_errors = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let result = source.next_frame();
@@ -319,7 +325,9 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<RunStats, PipelineError> {
     if config.detect_every == 0 {
-        return Err(PipelineError::Config("detect_every must be at least 1".into()));
+        return Err(PipelineError::Config(
+            "detect_every must be at least 1".into(),
+        ));
     }
     let labels = classifier.ensemble().manifest().labels.clone();
     let mut tracker = Tracker::new(tracker_config.clone(), labels)?;

@@ -376,12 +376,10 @@ impl Tracker {
 
     fn start_track(&mut self, stamp: Stamp, obs: Observation, events: &mut Vec<Event>) {
         let b = face_box(&obs.face);
-        let keypoints = obs.face.keypoints.map(|p| {
-            [
-                (p.x - b[0]) / b[2].max(1e-3),
-                (p.y - b[1]) / b[3].max(1e-3),
-            ]
-        });
+        let keypoints = obs
+            .face
+            .keypoints
+            .map(|p| [(p.x - b[0]) / b[2].max(1e-3), (p.y - b[1]) / b[3].max(1e-3)]);
         let label = argmax(&obs.probabilities);
         self.tracks.push(Track {
             key: self.next_key,
@@ -408,25 +406,24 @@ impl Tracker {
         let t = &mut self.tracks[ti];
         let b = face_box(&obs.face);
         let dt = stamp.frame.saturating_sub(t.anchor_frame).max(1) as f32;
-        for i in 0..4 {
-            let measured = (b[i] - t.anchor[i]) / dt;
+        let first = t.hits <= 1;
+        for ((v, &new), &old) in t.velocity.iter_mut().zip(&b).zip(&t.anchor) {
+            let measured = (new - old) / dt;
             // The first measured velocity is taken as is; later ones are blended with the
             // estimate so one jittery box does not throw the prediction off.
-            t.velocity[i] = if t.hits <= 1 {
+            *v = if first {
                 measured
             } else {
-                0.5 * t.velocity[i] + 0.5 * measured
+                0.5 * *v + 0.5 * measured
             };
         }
         t.anchor = b;
         t.anchor_frame = stamp.frame;
         t.bbox = b;
-        t.keypoints = obs.face.keypoints.map(|p| {
-            [
-                (p.x - b[0]) / b[2].max(1e-3),
-                (p.y - b[1]) / b[3].max(1e-3),
-            ]
-        });
+        t.keypoints = obs
+            .face
+            .keypoints
+            .map(|p| [(p.x - b[0]) / b[2].max(1e-3), (p.y - b[1]) / b[3].max(1e-3)]);
         t.score = obs.face.score;
         t.hits += 1;
         t.misses = 0;
@@ -589,9 +586,13 @@ mod tests {
             min_hits: 3,
             ..TrackerConfig::default()
         });
-        assert!(t.update(stamp(0), vec![obs(10.0, 10.0, 50.0, &HAPPY)]).is_empty());
+        assert!(t
+            .update(stamp(0), vec![obs(10.0, 10.0, 50.0, &HAPPY)])
+            .is_empty());
         assert!(t.states().is_empty());
-        assert!(t.update(stamp(1), vec![obs(12.0, 10.0, 50.0, &HAPPY)]).is_empty());
+        assert!(t
+            .update(stamp(1), vec![obs(12.0, 10.0, 50.0, &HAPPY)])
+            .is_empty());
         let events = t.update(stamp(2), vec![obs(14.0, 10.0, 50.0, &HAPPY)]);
         assert_eq!(appeared(&events), vec![1]);
         assert_eq!(events[0].state.label, "happy");
@@ -712,7 +713,7 @@ mod tests {
     /// Raw argmax alternates between happy and neutral every frame (twice neutral in a row every
     /// 7th frame); happy is slightly more likely on average.
     fn noisy(frame: u64) -> [f32; 3] {
-        if frame % 2 == 1 || frame % 7 == 0 {
+        if frame % 2 == 1 || frame.is_multiple_of(7) {
             [0.4, 0.55, 0.05]
         } else {
             [0.6, 0.35, 0.05]
@@ -807,10 +808,7 @@ mod tests {
         });
         t.update(
             stamp(0),
-            vec![
-                obs(0.0, 0.0, 50.0, &HAPPY),
-                obs(200.0, 0.0, 50.0, &SAD),
-            ],
+            vec![obs(0.0, 0.0, 50.0, &HAPPY), obs(200.0, 0.0, 50.0, &SAD)],
         );
         let events = t.finish(stamp(1));
         assert_eq!(left(&events), vec![1, 2]);

@@ -123,7 +123,10 @@ fn wait_for(
     let deadline = Instant::now() + timeout;
     while !done(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}; got {seen:#?}");
+        assert!(
+            !left.is_zero(),
+            "timed out waiting for {what}; got {seen:#?}"
+        );
         if let Ok(m) = rx.recv_timeout(left.min(Duration::from_millis(200))) {
             seen.push(m);
         }
@@ -140,10 +143,23 @@ fn start_ferrite(port: u16, json: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["run", "--input"])
         .arg(astronaut())
-        .args(["--fps", "10", "--loop", "--min-hits", "2", "--detect-every", "2"])
+        .args([
+            "--fps",
+            "10",
+            "--loop",
+            "--min-hits",
+            "2",
+            "--detect-every",
+            "2",
+        ])
         .args(["--mqtt-host", "127.0.0.1", "--mqtt-port"])
         .arg(port.to_string())
-        .args(["--mqtt-base-topic", BASE, "--mqtt-client-id", "ferrite-test"])
+        .args([
+            "--mqtt-base-topic",
+            BASE,
+            "--mqtt-client-id",
+            "ferrite-test",
+        ])
         .args(["--homeassistant", "--json"])
         .arg(json)
         .stdout(Stdio::null())
@@ -166,13 +182,19 @@ fn state1() -> String {
 
 /// Waits until the child is online and has reported the astronaut as track 1.
 fn wait_until_reporting(rx: &Receiver<Message>, seen: &mut Vec<Message>) {
-    wait_for(rx, seen, Duration::from_secs(90), "online, appeared, state", |s| {
-        has(s, &avail(), |m| m.text() == "online")
-            && has(s, &format!("{BASE}/events"), |m| {
-                m.json()["type"] == "appeared" && m.json()["schema"] == 1
-            })
-            && has(s, &state1(), |m| m.json()["label"] == "happy")
-    });
+    wait_for(
+        rx,
+        seen,
+        Duration::from_secs(90),
+        "online, appeared, state",
+        |s| {
+            has(s, &avail(), |m| m.text() == "online")
+                && has(s, &format!("{BASE}/events"), |m| {
+                    m.json()["type"] == "appeared" && m.json()["schema"] == 1
+                })
+                && has(s, &state1(), |m| m.json()["label"] == "happy")
+        },
+    );
 }
 
 #[test]
@@ -181,7 +203,11 @@ fn mqtt_outputs_and_last_will_when_killed() {
         return;
     };
     let started = Instant::now();
-    let rx = subscribe(broker.port, "watcher", &[&format!("{BASE}/#"), "homeassistant/#"]);
+    let rx = subscribe(
+        broker.port,
+        "watcher",
+        &[&format!("{BASE}/#"), "homeassistant/#"],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let mut child = start_ferrite(broker.port, &dir.path().join("events.jsonl"));
@@ -189,20 +215,30 @@ fn mqtt_outputs_and_last_will_when_killed() {
     wait_until_reporting(&rx, &mut seen);
 
     // Availability, discovery and track state are retained: a late subscriber gets them at once.
-    let late = subscribe(broker.port, "late", &[&format!("{BASE}/#"), "homeassistant/#"]);
+    let late = subscribe(
+        broker.port,
+        "late",
+        &[&format!("{BASE}/#"), "homeassistant/#"],
+    );
     let mut retained = Vec::new();
-    wait_for(&late, &mut retained, Duration::from_secs(10), "retained", |s| {
-        has(s, &avail(), |m| m.retain && m.text() == "online")
-            && has(s, &state1(), |m| m.retain && m.json()["track"] == 1)
-            && s.iter().any(|m| {
-                m.topic.starts_with("homeassistant/sensor/")
-                    && m.retain
-                    && m.json()["state_topic"] == format!("{BASE}/expression")
-            })
-            && has(s, &format!("{BASE}/expression"), |m| {
-                m.retain && m.json()["label"] == "happy"
-            })
-    });
+    wait_for(
+        &late,
+        &mut retained,
+        Duration::from_secs(10),
+        "retained",
+        |s| {
+            has(s, &avail(), |m| m.retain && m.text() == "online")
+                && has(s, &state1(), |m| m.retain && m.json()["track"] == 1)
+                && s.iter().any(|m| {
+                    m.topic.starts_with("homeassistant/sensor/")
+                        && m.retain
+                        && m.json()["state_topic"] == format!("{BASE}/expression")
+                })
+                && has(s, &format!("{BASE}/expression"), |m| {
+                    m.retain && m.json()["label"] == "happy"
+                })
+        },
+    );
     assert!(
         !retained
             .iter()
@@ -255,22 +291,39 @@ fn sigterm_flushes_json_and_goes_offline_cleanly() {
         .lines()
         .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
         .collect();
-    assert_eq!(lines.first().map(|l| l["type"].clone()), Some("appeared".into()));
+    assert_eq!(
+        lines.first().map(|l| l["type"].clone()),
+        Some("appeared".into())
+    );
     assert_eq!(lines.last().map(|l| l["type"].clone()), Some("left".into()));
     assert!(lines.iter().all(|l| l["schema"] == 1));
 
     // MQTT was left in its stopped state: offline (sent by us, not the will), state cleared.
-    wait_for(&rx, &mut seen, Duration::from_secs(10), "offline and cleared state", |s| {
-        has(s, &avail(), |m| m.text() == "offline")
-            && has(s, &state1(), |m| m.payload.is_empty())
-            && has(s, &format!("{BASE}/events"), |m| m.json()["type"] == "left")
-    });
+    wait_for(
+        &rx,
+        &mut seen,
+        Duration::from_secs(10),
+        "offline and cleared state",
+        |s| {
+            has(s, &avail(), |m| m.text() == "offline")
+                && has(s, &state1(), |m| m.payload.is_empty())
+                && has(s, &format!("{BASE}/events"), |m| m.json()["type"] == "left")
+        },
+    );
     let late = subscribe(broker.port, "late2", &[&format!("{BASE}/#")]);
     let mut retained = Vec::new();
-    wait_for(&late, &mut retained, Duration::from_secs(10), "retained offline", |s| {
-        has(s, &avail(), |m| m.retain && m.text() == "offline")
-            && has(s, &format!("{BASE}/expression"), |m| m.json()["label"] == "none")
-    });
+    wait_for(
+        &late,
+        &mut retained,
+        Duration::from_secs(10),
+        "retained offline",
+        |s| {
+            has(s, &avail(), |m| m.retain && m.text() == "offline")
+                && has(s, &format!("{BASE}/expression"), |m| {
+                    m.json()["label"] == "none"
+                })
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     while let Ok(m) = late.try_recv() {
         retained.push(m);

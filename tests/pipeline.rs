@@ -190,7 +190,9 @@ fn synthetic_video_gives_stable_ids_the_expected_events_and_no_flicker() {
         .track;
     let b = if a == 1 { 2 } else { 1 };
     assert_eq!(
-        [first_two[0].state.track, first_two[1].state.track].iter().min(),
+        [first_two[0].state.track, first_two[1].state.track]
+            .iter()
+            .min(),
         Some(&1),
         "{summary:#?}"
     );
@@ -239,7 +241,11 @@ fn synthetic_video_gives_stable_ids_the_expected_events_and_no_flicker() {
         .filter(|e| matches!(e.kind, EventKind::ExpressionChanged { .. }))
         .count();
     assert!(changes <= 1, "{summary:#?}");
-    for e in recorded.events.iter().filter(|e| e.kind == EventKind::Appeared) {
+    for e in recorded
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Appeared)
+    {
         assert_eq!(e.state.label, "happy", "{summary:#?}");
     }
     eprintln!("{}", stats.table());

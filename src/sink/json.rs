@@ -93,7 +93,7 @@ impl Sink for JsonSink {
 
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError> {
         self.frames += 1;
-        if self.state && (self.frames - 1) % self.state_every == 0 {
+        if self.state && (self.frames - 1).is_multiple_of(self.state_every) {
             self.line(&StateLine::from(update))?;
         }
         Ok(())
@@ -157,9 +157,7 @@ mod tests {
         };
         for kind in [
             EventKind::Appeared,
-            EventKind::ExpressionChanged {
-                from: "sad".into(),
-            },
+            EventKind::ExpressionChanged { from: "sad".into() },
             EventKind::Left,
         ] {
             sink.on_event(&Event {
@@ -202,6 +200,9 @@ mod tests {
         assert_eq!(lines[2]["duration"], 2.0);
         assert_eq!(lines[3]["faces"][0]["track"], 7);
         assert_eq!(lines[3]["detected"], true);
-        assert!(text.starts_with("{\"schema\":1,\"type\":\"appeared\""), "{text}");
+        assert!(
+            text.starts_with("{\"schema\":1,\"type\":\"appeared\""),
+            "{text}"
+        );
     }
 }

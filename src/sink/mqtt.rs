@@ -167,7 +167,9 @@ impl MqttConfig {
             0 => Ok(QoS::AtMostOnce),
             1 => Ok(QoS::AtLeastOnce),
             2 => Ok(QoS::ExactlyOnce),
-            q => Err(SinkError::Config(format!("mqtt: qos must be 0, 1 or 2, got {q}"))),
+            q => Err(SinkError::Config(format!(
+                "mqtt: qos must be 0, 1 or 2, got {q}"
+            ))),
         }
     }
 
@@ -537,8 +539,7 @@ mod tests {
             t.discovery.as_deref(),
             Some("homeassistant/sensor/kiosk_1/expression/config")
         );
-        let d: serde_json::Value =
-            serde_json::from_slice(&discovery_payload(&config, &t)).unwrap();
+        let d: serde_json::Value = serde_json::from_slice(&discovery_payload(&config, &t)).unwrap();
         assert_eq!(d["state_topic"], "robots/kiosk1/expression");
         assert_eq!(d["availability_topic"], "robots/kiosk1/availability");
         assert_eq!(d["unique_id"], "ferrite_kiosk_1_expression");
