@@ -242,6 +242,10 @@ fn capture_loop(
                             .0;
                     }
                 }
+                if stop.load(Ordering::Relaxed) {
+                    // Inference has finished; this frame was never going to be processed.
+                    return;
+                }
                 if state.frame.replace(frame).is_some() {
                     state.dropped += 1;
                 }

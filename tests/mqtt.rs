@@ -33,16 +33,23 @@ impl Drop for Broker {
     }
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn start_broker() -> Option<Broker> {
+    start_broker_on(free_port())
+}
+
+fn start_broker_on(port: u16) -> Option<Broker> {
     let Some(binary) = mosquitto() else {
         eprintln!("SKIPPED: no mosquitto binary (apt-get install mosquitto)");
         return None;
     };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
@@ -310,6 +317,16 @@ fn sigterm_flushes_json_and_goes_offline_cleanly() {
                 && has(s, &format!("{BASE}/events"), |m| m.json()["type"] == "left")
         },
     );
+    // A clean disconnect: our own `offline`, not followed by the last will.
+    std::thread::sleep(Duration::from_millis(500));
+    while let Ok(m) = rx.try_recv() {
+        seen.push(m);
+    }
+    let offline = seen
+        .iter()
+        .filter(|m| m.topic == avail() && m.text() == "offline")
+        .count();
+    assert_eq!(offline, 1, "{seen:#?}");
     let late = subscribe(broker.port, "late2", &[&format!("{BASE}/#")]);
     let mut retained = Vec::new();
     wait_for(
@@ -333,4 +350,40 @@ fn sigterm_flushes_json_and_goes_offline_cleanly() {
         "no retained track state after a clean stop: {retained:#?}"
     );
     eprintln!("sigterm test took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_broker_that_is_down_at_start_is_retried_while_inference_runs() {
+    if mosquitto().is_none() {
+        eprintln!("SKIPPED: no mosquitto binary (apt-get install mosquitto)");
+        return;
+    }
+    let started = Instant::now();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let mut child = start_ferrite(port, &json);
+    // No broker yet: events still flow to the JSON output.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&json).is_ok_and(|t| t.contains("\"appeared\"")) {
+        assert!(Instant::now() < deadline, "no JSON events without a broker");
+        assert!(child.try_wait().unwrap().is_none(), "ferrite exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(broker) = start_broker_on(port) else {
+        return;
+    };
+    let rx = subscribe(broker.port, "watcher3", &[&format!("{BASE}/#")]);
+    let mut seen = Vec::new();
+    // Retries back off to at most a few seconds at this point.
+    wait_for(
+        &rx,
+        &mut seen,
+        Duration::from_secs(30),
+        "online after the broker came up",
+        |s| has(s, &avail(), |m| m.text() == "online") && has(s, &state1(), |_| true),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("broker-down test took {:?}", started.elapsed());
 }

@@ -384,8 +384,20 @@ fn drive(
 ) {
     let mut delay = Duration::from_secs(1);
     let mut failures = 0u32;
+    let mut disconnecting = false;
     loop {
-        match connection.recv() {
+        let next = if disconnecting {
+            // Read until the broker closes the connection: closing the socket with its acks still
+            // unread would reset it, and the broker would drop our last messages (and the
+            // DISCONNECT) and publish the last will instead.
+            match connection.recv_timeout(Duration::from_secs(2)) {
+                Ok(Ok(_)) => continue,
+                _ => break,
+            }
+        } else {
+            connection.recv()
+        };
+        match next {
             Ok(Ok(MqttEvent::Incoming(Incoming::ConnAck(_)))) => {
                 log::info!("mqtt: connected to {what}");
                 failures = 0;
@@ -395,10 +407,13 @@ fn drive(
                 }
                 let _ = client.try_publish(availability, qos, true, "online");
             }
-            Ok(Ok(MqttEvent::Outgoing(Outgoing::Disconnect))) => break,
+            Ok(Ok(MqttEvent::Outgoing(Outgoing::Disconnect))) => disconnecting = true,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 if closing.load(Ordering::Relaxed) {
+                    log::warn!(
+                        "mqtt: {what} unreachable at shutdown ({e}); unsent messages are lost"
+                    );
                     break;
                 }
                 failures += 1;
@@ -412,6 +427,7 @@ fn drive(
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 if closing.load(Ordering::Relaxed) {
+                    log::warn!("mqtt: {what} unreachable at shutdown; unsent messages are lost");
                     break;
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));

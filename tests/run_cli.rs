@@ -1,0 +1,93 @@
+//! `ferrite run` as a user calls it: JSON lines on stdout, exit statuses, --stats.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn astronaut() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/astronaut.png")
+}
+
+fn ferrite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_looped_still_gives_one_track_that_appears_and_leaves() {
+    let input = astronaut();
+    let out = ferrite(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--loop",
+        "--max-frames",
+        "9",
+        "--min-hits",
+        "2",
+        "--stats",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["appeared", "left"], "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["schema"], 1);
+        assert_eq!(l["track"], 1);
+        assert_eq!(l["label"], "happy");
+        assert!(l["box"][0].as_f64().unwrap() > 150.0);
+    }
+    assert!(lines[1]["duration"].as_f64().unwrap() >= 0.0);
+    assert!(
+        stderr.contains("whole frame"),
+        "--stats table missing: {stderr}"
+    );
+    assert!(stderr.contains("frames 9"), "{stderr}");
+}
+
+#[test]
+fn run_exit_statuses() {
+    let input = astronaut();
+    let input = input.to_str().unwrap();
+    // Usage errors: 2.
+    for bad in [
+        vec!["run", "--input", input, "--smoothing", "0"],
+        vec!["run", "--input", input, "--detect-every", "0"],
+        vec!["run", "--input", input, "--no-json", "--json", "-"],
+        vec!["run"],
+    ] {
+        assert_eq!(ferrite(&bad).status.code(), Some(2), "{bad:?}");
+    }
+    // Start-up failures: 3, with one line saying why.
+    let missing = ferrite(&["run", "--input", "/nonexistent/frames"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/frames"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("missing-ca.pem");
+    let bad_tls = ferrite(&[
+        "run",
+        "--input",
+        input,
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert_eq!(bad_tls.status.code(), Some(3));
+    let unwritable = ferrite(&[
+        "run",
+        "--input",
+        input,
+        "--json",
+        "/nonexistent/dir/x.jsonl",
+    ]);
+    assert_eq!(unwritable.status.code(), Some(3));
+}
