@@ -314,6 +314,33 @@ mod tests {
     }
 
     #[test]
+    fn classify_gray_classifies_the_given_faces_without_detecting() {
+        let classifier = fixture_classifier();
+        let gray = GrayImage::from_fn(120, 80, |x, y| image::Luma([(x * 2 + y) as u8]));
+        let mut times = StageTimes::default();
+        let mut session = classifier.session().unwrap();
+        let whole = session.classify_gray(&gray, None, &mut times).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].1.bbox, [0.0, 0.0, 120.0, 80.0]);
+        let mut face = whole[0].0.clone();
+        face.bbox = BBox {
+            x: 10.0,
+            y: 10.0,
+            w: 40.0,
+            h: 40.0,
+        };
+        let given = session
+            .classify_gray(&gray, Some(&[face.clone(), face]), &mut times)
+            .unwrap();
+        assert_eq!(given.len(), 2);
+        assert_eq!(given[1].1.face, 1);
+        assert_eq!(given[0].1.bbox, [10.0, 10.0, 40.0, 40.0]);
+        // Given boxes were not detected here: no detector score.
+        assert_eq!(given[0].1.score, None);
+        assert!(times.ensemble > Duration::ZERO && times.detect == Duration::ZERO);
+    }
+
+    #[test]
     fn json_keeps_label_and_part_order() {
         let classifier = fixture_classifier();
         let image = RgbImage::from_pixel(60, 40, image::Rgb([120, 100, 80]));

@@ -743,6 +743,14 @@ mod tests {
     }
 
     #[test]
+    fn config_deserialises_with_defaults_and_rejects_unknown_keys() {
+        let c: PipelineConfig = serde_json::from_str(r#"{"detect_every": 1}"#).unwrap();
+        assert_eq!(c.detect_every, 1);
+        assert!(c.drop_frames);
+        assert!(serde_json::from_str::<PipelineConfig>(r#"{"detect_evry": 1}"#).is_err());
+    }
+
+    #[test]
     fn visible_fraction_of_boxes() {
         let face = |x: f32| Face {
             bbox: crate::detect::BBox {

@@ -49,7 +49,7 @@ fn rounded_scores(s: &Scores) -> Scores {
     Scores(s.0.iter().map(|(l, p)| (l.clone(), round(*p, 4))).collect())
 }
 
-fn seconds(d: std::time::Duration) -> f64 {
+pub(crate) fn seconds(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 

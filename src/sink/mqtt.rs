@@ -27,8 +27,29 @@ use rumqttc::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{EventLine, FaceState, Sink, SinkError, SCHEMA_VERSION};
-use crate::track::{Event, EventKind, FrameUpdate, TrackId};
+use super::{seconds, EventLine, FaceState, Sink, SinkError, SCHEMA_VERSION};
+use crate::track::{Event, EventKind, FrameUpdate, Stamp, TrackId};
+
+/// The retained per-track state: the face and when it was last updated.
+#[derive(Debug, Serialize)]
+struct TrackMessage<'a> {
+    schema: u32,
+    time: f64,
+    frame: u64,
+    #[serde(flatten)]
+    face: &'a FaceState,
+}
+
+impl<'a> TrackMessage<'a> {
+    fn new(stamp: Stamp, face: &'a FaceState) -> Self {
+        TrackMessage {
+            schema: SCHEMA_VERSION,
+            time: seconds(stamp.timestamp),
+            frame: stamp.frame,
+            face,
+        }
+    }
+}
 
 /// `[mqtt]` in the configuration file. The sink is off unless `host` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -443,7 +464,6 @@ fn discovery_payload(config: &MqttConfig, topics: &Topics) -> Vec<u8> {
     let value = serde_json::json!({
         "name": "Expression",
         "unique_id": format!("ferrite_{node}_expression"),
-        "object_id": format!("ferrite_{node}_expression"),
         "state_topic": topics.expression,
         "value_template": "{{ value_json.label }}",
         "json_attributes_topic": topics.expression,
@@ -480,7 +500,7 @@ impl Sink for MqttSink {
                 self.publish(&topic, true, Vec::new());
             }
             EventKind::Appeared | EventKind::ExpressionChanged { .. } => {
-                self.publish_json(&topic, true, &line.face);
+                self.publish_json(&topic, true, &TrackMessage::new(event.stamp, &line.face));
                 self.last_state.insert(id, Instant::now());
             }
         }
@@ -496,7 +516,8 @@ impl Sink for MqttSink {
                 .is_none_or(|t| now.duration_since(*t) >= self.state_interval);
             if due {
                 let topic = self.topics.track_state(track.track);
-                self.publish_json(&topic, true, &FaceState::from(track));
+                let face = FaceState::from(track);
+                self.publish_json(&topic, true, &TrackMessage::new(update.stamp, &face));
                 self.last_state.insert(track.track, now);
             }
         }
@@ -603,9 +624,17 @@ mod tests {
 
     #[test]
     fn config_deserialises_with_defaults_and_rejects_unknown_keys() {
-        let c: MqttConfig = serde_json::from_str(r#"{"host": "broker", "tls": true}"#).unwrap();
+        let c: MqttConfig = serde_json::from_str(r#"{"host": "broker"}"#).unwrap();
         assert_eq!(c.qos, 1);
-        assert!(c.options(&c.topics()).is_ok() || c.tls);
+        let options = c.options(&c.topics()).unwrap();
+        assert_eq!(options.broker_address(), ("broker".to_string(), 1883));
+        // A CA file implies TLS and its port.
+        let tls = MqttConfig {
+            ca_file: Some("Cargo.toml".into()),
+            ..c
+        };
+        let options = tls.options(&tls.topics()).unwrap();
+        assert_eq!(options.broker_address().1, 8883);
         assert!(serde_json::from_str::<MqttConfig>(r#"{"hots": "x"}"#).is_err());
     }
 }
