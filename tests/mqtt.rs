@@ -387,3 +387,152 @@ fn a_broker_that_is_down_at_start_is_retried_while_inference_runs() {
     child.wait().unwrap();
     eprintln!("broker-down test took {:?}", started.elapsed());
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_with_a_private_ca_and_password() {
+    let (Some(binary), true) = (
+        mosquitto(),
+        Command::new("openssl").arg("version").output().is_ok(),
+    ) else {
+        eprintln!("SKIPPED: needs the mosquitto and openssl binaries");
+        return;
+    };
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A throwaway CA and a server certificate for 127.0.0.1.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferrite test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let passwd = Command::new("mosquitto_passwd")
+        .current_dir(d)
+        .args(["-b", "-c", "passwd", "kiosk", "s3cret"])
+        .status();
+    assert!(passwd.is_ok_and(|s| s.success()), "mosquitto_passwd failed");
+    std::fs::write(d.join("password"), "s3cret\n").unwrap();
+    // mosquitto drops root privileges to its own user; let it read the files.
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(d).status();
+
+    let (plain, tls) = (free_port(), free_port());
+    let conf = d.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings true\npersistence false\n\
+             listener {plain} 127.0.0.1\nallow_anonymous true\n\
+             listener {tls} 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\n\
+             cafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n",
+            dir = d.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Broker { child, port: plain };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rx = subscribe(plain, "watcher4", &[&format!("{BASE}/#")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--input"])
+        .arg(astronaut())
+        .args(["--fps", "10", "--loop", "--min-hits", "2", "--no-json"])
+        .args(["--mqtt-host", "127.0.0.1", "--mqtt-port", &tls.to_string()])
+        .args(["--mqtt-base-topic", BASE, "--mqtt-username", "kiosk"])
+        .arg("--mqtt-password-file")
+        .arg(d.join("password"))
+        .arg("--mqtt-ca-file")
+        .arg(d.join("ca.pem"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    wait_until_reporting(&rx, &mut seen);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("tls test took {:?}", started.elapsed());
+}
