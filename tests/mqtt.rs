@@ -146,8 +146,19 @@ fn astronaut() -> PathBuf {
 
 const BASE: &str = "test/ferrite";
 
-fn start_ferrite(port: u16, json: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+/// A running `ferrite run`; killed if a test fails before stopping it, so no looping child
+/// outlives the test.
+struct Ferrite(Child);
+
+impl Drop for Ferrite {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_ferrite(port: u16, json: &Path) -> Ferrite {
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["run", "--input"])
         .arg(astronaut())
         .args([
@@ -172,7 +183,8 @@ fn start_ferrite(port: u16, json: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Ferrite(child)
 }
 
 fn has(seen: &[Message], topic: &str, pred: impl Fn(&Message) -> bool) -> bool {
@@ -254,8 +266,8 @@ fn mqtt_outputs_and_last_will_when_killed() {
     );
 
     // SIGKILL: no goodbye from the process; the broker publishes the last will.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     wait_for(&rx, &mut seen, Duration::from_secs(30), "last will", |s| {
         has(s, &avail(), |m| m.text() == "offline")
     });
@@ -277,13 +289,13 @@ fn sigterm_flushes_json_and_goes_offline_cleanly() {
     wait_until_reporting(&rx, &mut seen);
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "ferrite ignored SIGTERM");
@@ -367,7 +379,7 @@ fn a_broker_that_is_down_at_start_is_retried_while_inference_runs() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&json).is_ok_and(|t| t.contains("\"appeared\"")) {
         assert!(Instant::now() < deadline, "no JSON events without a broker");
-        assert!(child.try_wait().unwrap().is_none(), "ferrite exited");
+        assert!(child.0.try_wait().unwrap().is_none(), "ferrite exited");
         std::thread::sleep(Duration::from_millis(100));
     }
     let Some(broker) = start_broker_on(port) else {
@@ -383,8 +395,8 @@ fn a_broker_that_is_down_at_start_is_retried_while_inference_runs() {
         "online after the broker came up",
         |s| has(s, &avail(), |m| m.text() == "online") && has(s, &state1(), |_| true),
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     eprintln!("broker-down test took {:?}", started.elapsed());
 }
 
@@ -517,7 +529,7 @@ fn tls_with_a_private_ca_and_password() {
     }
     let rx = subscribe(plain, "watcher4", &[&format!("{BASE}/#")]);
     std::thread::sleep(Duration::from_millis(300));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["run", "--input"])
         .arg(astronaut())
         .args(["--fps", "10", "--loop", "--min-hits", "2", "--no-json"])
@@ -530,9 +542,8 @@ fn tls_with_a_private_ca_and_password() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let _child = Ferrite(child);
     let mut seen = Vec::new();
     wait_until_reporting(&rx, &mut seen);
-    child.kill().unwrap();
-    child.wait().unwrap();
     eprintln!("tls test took {:?}", started.elapsed());
 }
