@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{Classifier, ClassifyError, StageTimes};
 use crate::detect::Face;
 use crate::frame::{CaptureError, Frame, FrameSource};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 use crate::track::{
     Event, FrameUpdate, Observation, Stamp, Tracker, TrackerConfig, TrackerConfigError,
 };
@@ -401,7 +401,7 @@ pub fn run(
             tracks: tracker.states(),
         };
         let sink_start = Instant::now();
-        deliver(sinks, &events, Some(&update), &mut stats);
+        let alive = deliver(sinks, &events, Some(&update), &mut stats);
         stats.sinks.add(sink_start.elapsed(), 1);
         stats.frame.add(start.elapsed(), 1);
         stats.frames += 1;
@@ -417,6 +417,9 @@ pub fn run(
             log::info!("{}; {} tracks now", stats.line(), update.tracks.len());
             last_log = Instant::now();
         }
+        if !alive {
+            break;
+        }
     }
 
     capture_stop.store(true, Ordering::Relaxed);
@@ -427,7 +430,7 @@ pub fn run(
         detected: false,
         tracks: Vec::new(),
     };
-    deliver(sinks, &events, Some(&update), &mut stats);
+    let _ = deliver(sinks, &events, Some(&update), &mut stats);
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.close() {
             stats.sink_errors += 1;
@@ -455,32 +458,44 @@ fn collect_capture_counts(slot: &Slot, stats: &mut RunStats) {
     stats.capture_errors = state.errors;
 }
 
+/// Hands events and the frame's state to every sink. Returns false when an output is gone for
+/// good (the reader of a pipe exited): then the run should end, as `ferrite run | head` expects.
 fn deliver(
     sinks: &mut [Box<dyn Sink>],
     events: &[Event],
     update: Option<&FrameUpdate>,
     stats: &mut RunStats,
-) {
+) -> bool {
+    let mut alive = true;
     for sink in sinks.iter_mut() {
         for event in events {
             if let Err(e) = sink.on_event(event) {
-                report_sink_error(sink.name(), &e, stats);
+                alive &= report_sink_error(sink.name(), &e, stats);
             }
         }
         if let Some(update) = update {
             if let Err(e) = sink.on_frame(update) {
-                report_sink_error(sink.name(), &e, stats);
+                alive &= report_sink_error(sink.name(), &e, stats);
             }
         }
     }
+    alive
 }
 
-fn report_sink_error(name: &str, e: &crate::sink::SinkError, stats: &mut RunStats) {
+/// Counts and logs a sink error; false when it is a closed pipe.
+fn report_sink_error(name: &str, e: &SinkError, stats: &mut RunStats) -> bool {
     stats.sink_errors += 1;
+    if let SinkError::Io(_, io) = e {
+        if io.kind() == std::io::ErrorKind::BrokenPipe {
+            log::info!("{name}: {e}; stopping");
+            return false;
+        }
+    }
     // A broken output should not flood the log at frame rate.
     if stats.sink_errors.is_power_of_two() {
         log::warn!("{name}: {e} ({} sink errors so far)", stats.sink_errors);
     }
+    true
 }
 
 fn process(

@@ -91,3 +91,36 @@ fn run_exit_statuses() {
     ]);
     assert_eq!(unwritable.status.code(), Some(3));
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--input"])
+        .arg(astronaut())
+        .args(["--loop", "--min-hits", "1", "--json-state"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `ferrite run | head -1` does.
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    drop(out);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferrite kept running after its stdout closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(first.contains("\"schema\":1"), "{first}");
+}

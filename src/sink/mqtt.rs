@@ -64,7 +64,7 @@ pub struct MqttConfig {
     /// Prefix of every topic. Default `ferrite/<hostname>`.
     pub base_topic: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Read the password from this file (first line) instead of `password`, keeping it out of
     /// the process list and the config file.
     pub password_file: Option<PathBuf>,
@@ -112,6 +112,17 @@ impl Default for MqttConfig {
             discovery_prefix: "homeassistant".into(),
             node_id: None,
         }
+    }
+}
+
+/// A password: deserialised from a plain string, never printed by `Debug`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
     }
 }
 
@@ -222,7 +233,7 @@ impl MqttConfig {
                     .unwrap_or("")
                     .to_string(),
             ),
-            None => self.password.clone(),
+            None => self.password.as_ref().map(|p| p.0.clone()),
         };
         match (&self.username, password) {
             (Some(user), password) => {
@@ -604,7 +615,7 @@ mod tests {
                 ..base.clone()
             },
             MqttConfig {
-                password: Some("x".into()),
+                password: Some(Secret("x".into())),
                 ..base.clone()
             },
             MqttConfig {
@@ -636,5 +647,7 @@ mod tests {
         let options = tls.options(&tls.topics()).unwrap();
         assert_eq!(options.broker_address().1, 8883);
         assert!(serde_json::from_str::<MqttConfig>(r#"{"hots": "x"}"#).is_err());
+        let c: MqttConfig = serde_json::from_str(r#"{"password": "hunter2"}"#).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }
