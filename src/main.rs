@@ -236,11 +236,12 @@ struct RunArgs {
     #[arg(long, value_name = "ALPHA", default_value_t = TrackerConfig::default().smoothing, value_parser = smoothing)]
     smoothing: f32,
 
-    /// A new label must lead the current one by this much (smoothed probability)...
+    /// Label hysteresis: a new label must lead the current one by more than this (smoothed
+    /// probability) on --switch-frames consecutive frames before the label changes.
     #[arg(long, value_name = "P", default_value_t = TrackerConfig::default().switch_margin, value_parser = unit_interval)]
     switch_margin: f32,
 
-    /// ...on this many consecutive frames before the label changes.
+    /// Consecutive frames a new label must lead by --switch-margin before the label changes.
     #[arg(long, value_name = "N", default_value_t = TrackerConfig::default().switch_frames, value_parser = clap::value_parser!(u32).range(1..))]
     switch_frames: u32,
 
@@ -272,6 +273,7 @@ struct RunArgs {
     #[arg(long, value_name = "ID")]
     mqtt_client_id: Option<String>,
 
+    /// MQTT user name (the password comes from --mqtt-password-file).
     #[arg(long, value_name = "USER")]
     mqtt_username: Option<String>,
 
@@ -291,6 +293,7 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", requires = "mqtt_client_key")]
     mqtt_client_cert: Option<PathBuf>,
 
+    /// PEM private key of --mqtt-client-cert.
     #[arg(long, value_name = "FILE", requires = "mqtt_client_cert")]
     mqtt_client_key: Option<PathBuf>,
 
