@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs ferrite as a boot-time service on a board (Raspberry Pi OS, Debian, JetPack/Ubuntu).
 #
-#   sudo deploy/install.sh --binary ./ferrite            install, enable and start
+#   sudo deploy/install.sh --binary ./ferrite --board rpi5   install, enable and start
 #   sudo deploy/install.sh --binary ./ferrite --no-start install and enable only
 #   deploy/install.sh --binary ./ferrite --root /tmp/img stage into a directory tree (image builds,
 #                                                          tests): no user, no udev reload, no systemctl
@@ -12,7 +12,7 @@
 # Logs: `journalctl -u ferrite -f`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-binary="" config="" root="" start=1
+binary="" config="" root="" board="" start=1
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
     --binary) binary="${2:?--binary needs a path}"; shift 2 ;;
     --config) config="${2:?--config needs a path}"; shift 2 ;;
     --root) root="${2:?--root needs a directory}"; shift 2 ;;
+    --board) board="${2:?--board needs a profile name}"; shift 2 ;;
     --no-start) start=0; shift ;;
     -h|--help) usage 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage 2 >&2 ;;
@@ -35,6 +36,10 @@ if [ -z "$root" ] && ! "$binary" --version >/dev/null 2>&1; then
 fi
 [ -n "$config" ] || config="$here/ferrite.toml"
 [ -f "$config" ] || { echo "install.sh: config $config not found" >&2; exit 2; }
+if [ -n "$board" ] && [ ! -f "$here/../boards/$board.toml" ]; then
+  echo "install.sh: unknown board $board (boards/: $(cd "$here/../boards" && ls | sed 's/\.toml$//' | tr '\n' ' '))" >&2
+  exit 2
+fi
 if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run as root (sudo), or use --root DIR to stage into a directory" >&2
   exit 2
@@ -47,6 +52,10 @@ if [ -e "$root/etc/ferrite/ferrite.toml" ]; then
   echo "install.sh: keeping existing $root/etc/ferrite/ferrite.toml"
 else
   install -D -m 0644 "$config" "$root/etc/ferrite/ferrite.toml"
+fi
+if [ -n "$board" ]; then
+  install -d "$root/etc/default"
+  echo "FERRITE_BOARD=$board" > "$root/etc/default/ferrite"
 fi
 [ -f "$here/../README.md" ] && install -D -m 0644 "$here/../README.md" "$root/usr/local/share/doc/ferrite/README.md"
 
@@ -61,7 +70,7 @@ if ! id ferrite >/dev/null 2>&1; then
     --groups video,gpio,i2c,spi ferrite
 fi
 udevadm control --reload-rules 2>/dev/null && udevadm trigger 2>/dev/null || true
-"$root/usr/local/bin/ferrite" check --config /etc/ferrite/ferrite.toml ||
+FERRITE_BOARD="$board" "$root/usr/local/bin/ferrite" check --config /etc/ferrite/ferrite.toml ||
   echo "install.sh: warning: 'ferrite check' reported problems (above); the service retries missing devices"
 systemctl daemon-reload
 systemctl enable ferrite.service

@@ -3,6 +3,8 @@
 //! This module wires the stages together for one image at a time and shapes the result that the
 //! CLI prints. It owns no model logic of its own; reading files and printing belong to the binary.
 
+use std::time::{Duration, Instant};
+
 use image::{GrayImage, RgbImage};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -93,6 +95,55 @@ impl ClassifySession<'_> {
         Ok(results)
     }
 
+    /// Faces in a gray frame (the live pipeline's input). `faces: None` runs the detector, on
+    /// the luma expanded to RGB because BlazeFace takes three channels (or, without a detector,
+    /// takes the whole frame as one face); `Some` classifies the given faces without detecting,
+    /// e.g. a tracker's predicted boxes between detections. Returns each face with its result;
+    /// `times` accumulates the time spent per stage.
+    pub fn classify_gray(
+        &mut self,
+        gray: &GrayImage,
+        faces: Option<&[Face]>,
+        times: &mut StageTimes,
+    ) -> Result<Vec<(Face, FaceResult)>, ClassifyError> {
+        let (size_w, size_h) = self.classifier.ensemble.input_size();
+        let size = size_w.max(size_h);
+        let (faces, geometry, detected) = match (faces, &self.classifier.detector) {
+            (Some(faces), _) => (faces.to_vec(), self.classifier.crop, false),
+            (None, Some(detector)) => {
+                let start = Instant::now();
+                let rgb = image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8();
+                let found = detector.detect(&rgb)?;
+                times.detect += start.elapsed();
+                (found, self.classifier.crop, true)
+            }
+            (None, None) => (
+                vec![whole_image_face(gray)],
+                CropGeometry {
+                    scale: 1.0,
+                    shift_x: 0.0,
+                    shift_y: 0.0,
+                    rotate: false,
+                },
+                false,
+            ),
+        };
+        let mut results = Vec::with_capacity(faces.len());
+        for (index, face) in faces.into_iter().enumerate() {
+            let start = Instant::now();
+            let crop = align::crop_face(gray, &face, &geometry, size);
+            times.crop += start.elapsed();
+            let start = Instant::now();
+            let prediction = self.model.predict(&crop)?;
+            times.ensemble += start.elapsed();
+            let transform = CropTransform::new(&face, &geometry);
+            let score = detected.then_some(face.score);
+            let result = self.result(index, &face, score, &transform, prediction);
+            results.push((face, result));
+        }
+        Ok(results)
+    }
+
     fn result(
         &self,
         index: usize,
@@ -155,6 +206,14 @@ fn whole_image_face(gray: &GrayImage) -> Face {
             point(w, h * 0.5),
         ],
     }
+}
+
+/// Time spent per stage, accumulated by [`ClassifySession::classify_gray`].
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct StageTimes {
+    pub detect: Duration,
+    pub crop: Duration,
+    pub ensemble: Duration,
 }
 
 /// One face's result, serialised as the CLI's JSON line (less the `file` key).
@@ -252,6 +311,33 @@ mod tests {
                 "{frame:?} {normalised:?}"
             );
         }
+    }
+
+    #[test]
+    fn classify_gray_classifies_the_given_faces_without_detecting() {
+        let classifier = fixture_classifier();
+        let gray = GrayImage::from_fn(120, 80, |x, y| image::Luma([(x * 2 + y) as u8]));
+        let mut times = StageTimes::default();
+        let mut session = classifier.session().unwrap();
+        let whole = session.classify_gray(&gray, None, &mut times).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].1.bbox, [0.0, 0.0, 120.0, 80.0]);
+        let mut face = whole[0].0.clone();
+        face.bbox = BBox {
+            x: 10.0,
+            y: 10.0,
+            w: 40.0,
+            h: 40.0,
+        };
+        let given = session
+            .classify_gray(&gray, Some(&[face.clone(), face]), &mut times)
+            .unwrap();
+        assert_eq!(given.len(), 2);
+        assert_eq!(given[1].1.face, 1);
+        assert_eq!(given[0].1.bbox, [10.0, 10.0, 40.0, 40.0]);
+        // Given boxes were not detected here: no detector score.
+        assert_eq!(given[0].1.score, None);
+        assert!(times.ensemble > Duration::ZERO && times.detect == Duration::ZERO);
     }
 
     #[test]

@@ -9,6 +9,10 @@ use serde::Deserialize;
 use crate::capture::CaptureOptions;
 use crate::display::DisplayConfig;
 use crate::gpio::GpioConfig;
+use crate::pipeline::PipelineConfig;
+use crate::sink::json::JsonConfig;
+use crate::sink::mqtt::MqttConfig;
+use crate::track::TrackerConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,6 +21,10 @@ pub struct Config {
     pub board: Option<BoardInfo>,
     pub camera: CaptureOptions,
     pub model: ModelConfig,
+    pub pipeline: PipelineConfig,
+    pub tracker: TrackerConfig,
+    pub json: JsonConfig,
+    pub mqtt: MqttConfig,
     pub display: Option<DisplayConfig>,
     pub gpio: Option<GpioConfig>,
 }
@@ -49,8 +57,6 @@ pub struct ModelConfig {
     pub name: Option<String>,
     /// `short` (faces within ~2 m, 128x128 input) or `long` (full-range, 256x256). Default short.
     pub detector: Option<String>,
-    /// Inference threads. Default: the number of CPU cores.
-    pub threads: Option<usize>,
 }
 
 /// The board profiles in boards/, embedded so `--board` works with the binary alone.
@@ -60,7 +66,10 @@ pub const BOARDS: &[(&str, &str)] = &[
     ("rpi5", include_str!("../boards/rpi5.toml")),
     ("rpi-zero2w", include_str!("../boards/rpi-zero2w.toml")),
     ("jetson-nano", include_str!("../boards/jetson-nano.toml")),
-    ("jetson-orin-nano", include_str!("../boards/jetson-orin-nano.toml")),
+    (
+        "jetson-orin-nano",
+        include_str!("../boards/jetson-orin-nano.toml"),
+    ),
     ("x86-desktop", include_str!("../boards/x86-desktop.toml")),
 ];
 
@@ -297,7 +306,7 @@ mod tests {
             let board = config.board.expect("[board]");
             assert_eq!(board.name, *name);
             assert!(board.target.contains("-linux-"), "{name}: {}", board.target);
-            assert!(config.model.name.is_some() && config.model.threads.is_some(), "{name}");
+            assert!(config.model.name.is_some(), "{name}");
         }
         let files = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards"))
             .unwrap()
@@ -318,7 +327,7 @@ mod tests {
         let config = Config::layered(Some("jetson-orin-nano"), Some(&user)).unwrap();
         assert_eq!(config.camera.size.to_string(), "320x240");
         assert_eq!(config.camera.fps, Some(30.0), "kept from the board");
-        assert_eq!(config.model.threads, Some(6));
+        assert_eq!(config.pipeline.detect_every, 2, "kept from the board");
         let Some(DisplayConfig::Ssd1306(oled)) = &config.display else {
             panic!("{:?}", config.display);
         };
@@ -326,7 +335,11 @@ mod tests {
         assert_eq!(config.gpio.expect("gpio").chip, "tegra234-gpio");
 
         let plain = Config::layered(None, Some(&user)).unwrap();
-        assert_eq!(plain.gpio.expect("gpio").chip, "gpiochip0", "no board: the default");
+        assert_eq!(
+            plain.gpio.expect("gpio").chip,
+            "gpiochip0",
+            "no board: the default"
+        );
         let Some(DisplayConfig::Ssd1306(oled)) = &plain.display else {
             panic!()
         };
@@ -342,6 +355,15 @@ mod tests {
         assert!(err.to_string().contains("bad.toml:2:"), "{err}");
         let err = Config::layered(Some("rpi6"), None).unwrap_err();
         assert!(err.to_string().contains("rpi5"), "{err}");
+    }
+
+    #[test]
+    fn the_service_config_layers_over_every_board() {
+        let service = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ferrite.toml");
+        for (name, _) in BOARDS {
+            let config = Config::layered(Some(name), Some(&service)).unwrap();
+            assert_eq!(config.board.map(|b| b.name).as_deref(), Some(*name));
+        }
     }
 
     #[test]

@@ -5,14 +5,17 @@
 //! part-based model). [`classify`] ties them together for still images; [`models`] owns the
 //! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
 //! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
-//! [`bench`] times each stage. [`capture`] provides the frames of cameras, image folders and
-//! recordings through [`frame::FrameSource`]. The outputs: [`display`] draws the result on a
-//! screen, [`gpio`] switches lines, both configured by [`config`].
+//! [`bench`] times each stage.
+//!
+//! The live pipeline ([`pipeline`]): capture ([`capture`], behind [`frame::FrameSource`]) ->
+//! detect -> crop -> ensemble -> tracking and smoothing ([`track`]) -> outputs ([`sink`]: JSON
+//! lines, MQTT; [`display`] draws on a screen, [`gpio`] switches lines), configured by [`config`].
 
 pub mod align;
 pub mod bench;
 pub mod calibrate;
 pub mod capture;
+pub mod check;
 pub mod classify;
 pub mod config;
 pub mod detect;
@@ -22,3 +25,6 @@ pub mod evaluate;
 pub mod frame;
 pub mod gpio;
 pub mod models;
+pub mod pipeline;
+pub mod sink;
+pub mod track;

@@ -5,21 +5,28 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use ferrite::capture;
+use ferrite::capture::{self, Size};
 use ferrite::classify::{Classifier, FaceResult};
 use ferrite::config::Config;
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
 use ferrite::display::{Display, DisplayConfig, DisplayState};
 use ferrite::ensemble::Ensemble;
 use ferrite::evaluate::{self, Confusion};
+use ferrite::gpio::GpioOutputs;
 use ferrite::models::{self, Purpose};
+use ferrite::pipeline;
+use ferrite::sink::json::JsonSink;
+use ferrite::sink::local::{DisplaySink, GpioSink, SystemdSink};
+use ferrite::sink::mqtt::MqttSink;
+use ferrite::sink::Sink;
 
 const EXIT_INPUT_FAILED: u8 = 1;
 const EXIT_STARTUP_FAILED: u8 = 3;
@@ -118,6 +125,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live pipeline: frames in, tracked per-person expression events out (JSON lines, MQTT).
+    #[command(
+        after_long_help = concat!(
+            "Examples:\n",
+            "  ferrite run --input frames/ --stats\n",
+            "  ferrite run --input clip/ --fps 15 --loop --mqtt-host localhost --json events.jsonl\n",
+            "  ferrite run --input frames/ --json - --json-state --detect-every 1\n\n",
+            "Each JSON line has schema (1), type (appeared, expression_changed, left; state with \
+             --json-state), time (stream seconds), frame, and per face: track, box, label, \
+             confidence, probabilities (smoothed); expression_changed adds from, left adds \
+             duration. SIGINT or SIGTERM stops cleanly: open tracks leave, sinks are flushed, \
+             MQTT availability goes offline; a second SIGINT exits at once.\n\n",
+            "Exit status:\n  0  the input ended, --max-frames was reached, or a signal stopped the run\n  \
+             1  the input failed while running\n  2  invalid command line\n  \
+             3  start-up failed: model, detector, input or an output could not be opened"
+        )
+    )]
+    Run(Box<RunArgs>),
+    /// Check a configuration against this machine: board architecture, model, camera, display
+    /// bus, GPIO chip and lines, MQTT broker.
+    #[command(after_long_help = "Examples:\n  ferrite check --board rpi5\n  \
+        ferrite check --board rpi5 --config /etc/ferrite/ferrite.toml\n\n\
+        Exit status: 0 when every item is fine, 1 when any is not, 3 when the configuration \
+        itself is invalid.")]
+    Check {
+        /// Board profile (see `ferrite run --help`).
+        #[arg(long, value_name = "NAME", env = "FERRITE_BOARD")]
+        board: Option<String>,
+        /// TOML configuration merged over the board profile.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// List the bundled models and their manifests.
     Models {
         /// Print the full manifests as JSON instead of a table.
@@ -208,6 +247,136 @@ struct BenchArgs {
     pipeline: PipelineArgs,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Frames to read: a V4L2 camera (/dev/videoN), a .y4m recording, an image file or a
+    /// directory of images (sorted by name) [default: the config's [camera] device, /dev/video0].
+    #[arg(long, visible_alias = "camera", value_name = "DEVICE|PATH")]
+    input: Option<String>,
+
+    /// Camera frame size to ask for (the nearest offered size is used) [default: 640x480].
+    #[arg(long, value_name = "WxH")]
+    size: Option<Size>,
+
+    /// Camera: frame rate to ask for. Files: deliver frames at this rate, like a camera (and
+    /// drop frames inference cannot keep up with); without it every file frame is processed.
+    #[arg(long, value_name = "FPS", value_parser = positive)]
+    fps: Option<f32>,
+
+    /// Board profile: rpi3, rpi4, rpi5, rpi-zero2w, jetson-nano, jetson-orin-nano, x86-desktop
+    /// (boards/*.toml: camera, model and detector defaults, the header's buses and gpiochip).
+    #[arg(long, value_name = "NAME", env = "FERRITE_BOARD")]
+    board: Option<String>,
+
+    /// TOML configuration (see examples/ferrite.toml), merged over the board profile;
+    /// command-line flags win over both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Draw the primary face on a display: png:FILE[@WxH], fb:/dev/fbN, ssd1306:/dev/i2c-N[@0x3c]
+    /// or sh1106:... (overrides the config's [display]; a display that cannot be opened is a
+    /// warning).
+    #[arg(long, value_name = "SPEC", value_parser = display_spec)]
+    display: Option<DisplayConfig>,
+
+    /// Start the input over after its last frame, until stopped.
+    #[arg(long = "loop")]
+    looping: bool,
+
+    /// Run the detector on every N-th frame; in between, faces are classified at the tracker's
+    /// predicted boxes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    detect_every: Option<u32>,
+
+    /// Detection passes a face must be matched before it is reported.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    min_hits: Option<u32>,
+
+    /// Detection passes a reported face may be missed before it leaves.
+    #[arg(long, value_name = "N")]
+    max_misses: Option<u32>,
+
+    /// Weight of the newest probabilities in the moving average, in (0, 1]; 1 = no smoothing.
+    #[arg(long, value_name = "ALPHA", value_parser = smoothing)]
+    smoothing: Option<f32>,
+
+    /// Label hysteresis: a new label must lead the current one by more than this (smoothed
+    /// probability) on --switch-frames consecutive frames before the label changes.
+    #[arg(long, value_name = "P", value_parser = unit_interval)]
+    switch_margin: Option<f32>,
+
+    /// Consecutive frames a new label must lead by --switch-margin before the label changes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    switch_frames: Option<u32>,
+
+    /// JSON lines to this file (appended), or `-` for stdout [default: stdout].
+    #[arg(long, value_name = "PATH|-")]
+    json: Option<PathBuf>,
+
+    /// No JSON lines at all (e.g. MQTT only).
+    #[arg(long, conflicts_with_all = ["json", "json_state"])]
+    no_json: bool,
+
+    /// Also write a "state" JSON line per frame with every reported face.
+    #[arg(long)]
+    json_state: bool,
+
+    /// MQTT broker host; enables the MQTT output.
+    #[arg(long, value_name = "HOST")]
+    mqtt_host: Option<String>,
+
+    /// MQTT broker port [default: 1883, 8883 with TLS].
+    #[arg(long, value_name = "PORT")]
+    mqtt_port: Option<u16>,
+
+    /// Prefix of every topic [default: ferrite/<hostname>].
+    #[arg(long, value_name = "TOPIC")]
+    mqtt_base_topic: Option<String>,
+
+    /// MQTT client id [default: ferrite-<hostname>].
+    #[arg(long, value_name = "ID")]
+    mqtt_client_id: Option<String>,
+
+    /// MQTT user name (the password comes from --mqtt-password-file).
+    #[arg(long, value_name = "USER")]
+    mqtt_username: Option<String>,
+
+    /// File whose first line is the MQTT password (keeps it out of the process list).
+    #[arg(long, value_name = "FILE", requires = "mqtt_username")]
+    mqtt_password_file: Option<PathBuf>,
+
+    /// Connect with TLS (the system's CA certificates unless --mqtt-ca-file).
+    #[arg(long)]
+    mqtt_tls: bool,
+
+    /// PEM CA certificate for the broker (implies --mqtt-tls).
+    #[arg(long, value_name = "FILE")]
+    mqtt_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate (with --mqtt-client-key).
+    #[arg(long, value_name = "FILE", requires = "mqtt_client_key")]
+    mqtt_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --mqtt-client-cert.
+    #[arg(long, value_name = "FILE", requires = "mqtt_client_cert")]
+    mqtt_client_key: Option<PathBuf>,
+
+    /// Publish Home Assistant MQTT discovery for the primary face's expression.
+    #[arg(long)]
+    homeassistant: bool,
+
+    /// Print per-stage timings and counts to stderr at exit.
+    #[arg(long)]
+    stats: bool,
+
+    /// Stop after this many processed frames.
+    #[arg(long, value_name = "N")]
+    max_frames: Option<u64>,
+
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
 /// Options that choose and configure the detector and the expression model.
 #[derive(Args)]
 struct PipelineArgs {
@@ -258,6 +427,13 @@ fn unit_interval(s: &str) -> Result<f32, String> {
     }
 }
 
+fn smoothing(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("expected a number in (0, 1], got {s:?}")),
+    }
+}
+
 fn positive(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -273,13 +449,19 @@ enum DetectorChoice {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let outcome = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Eval(args) => evaluate(args),
         Command::Bench(args) => bench(args),
+        Command::Run(args) => run(*args, matches.subcommand_matches("run")),
         Command::Models { json } => list_models(json).map(|()| ExitCode::SUCCESS),
         Command::Devices { json } => list_devices(json).map(|()| ExitCode::SUCCESS),
+        Command::Check { board, config } => check(board.as_deref(), config.as_deref()),
         Command::CalibrateCrop {
             inputs,
             limit,
@@ -294,6 +476,54 @@ fn main() -> ExitCode {
             eprintln!("ferrite: {err:#}");
             ExitCode::from(EXIT_STARTUP_FAILED)
         }
+    }
+}
+
+fn check(board: Option<&str>, config: Option<&Path>) -> Result<ExitCode> {
+    let config = Config::layered(board, config)?;
+    let mut items = Vec::new();
+    let model = config
+        .model
+        .name
+        .clone()
+        .unwrap_or_else(|| models::DEFAULT_MODEL.to_string());
+    items.push(ferrite::check::CheckItem {
+        what: format!("model {model}"),
+        ok: true,
+        detail: String::new(),
+    });
+    let loaded = models::resolve(&model)
+        .map_err(|e| e.to_string())
+        .and_then(|source| Ensemble::load(&source).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(_) => items[0].detail = "loads".into(),
+        Err(e) => {
+            items[0].ok = false;
+            items[0].detail = e;
+        }
+    }
+    items.extend(ferrite::check::check(&config));
+    let mut out = io::stdout().lock();
+    for item in &items {
+        let mark = if item.ok { "ok  " } else { "FAIL" };
+        writeln!(out, "{mark}  {:<32} {}", item.what, item.detail)?;
+    }
+    Ok(if items.iter().all(|i| i.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn override_with<T>(value: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *value = v;
+    }
+}
+
+fn override_some<T>(value: &mut Option<T>, flag: Option<T>) {
+    if flag.is_some() {
+        *value = flag;
     }
 }
 
@@ -538,6 +768,130 @@ fn open_display(config: Option<&DisplayConfig>) -> Option<Display> {
         Err(e) => {
             log::warn!("{e}; continuing without a display");
             None
+        }
+    }
+}
+
+fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first signal asks for a clean stop; a second SIGINT while stopping exits at once
+    // (the conditional handler runs first, while the flag is still unset, so it only fires then).
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone())
+        .context("installing signal handlers")?;
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let mut config = Config::layered(args.board.as_deref(), args.config.as_deref())?;
+    let camera = &mut config.camera;
+    if let Some(input) = &args.input {
+        camera.device = input.clone();
+    }
+    if let Some(size) = args.size {
+        camera.size = size;
+    }
+    if let Some(fps) = args.fps {
+        camera.fps = Some(f64::from(fps));
+    }
+    camera.looping |= args.looping;
+
+    let tracker = &mut config.tracker;
+    override_with(&mut tracker.min_hits, args.min_hits);
+    override_with(&mut tracker.max_misses, args.max_misses);
+    override_with(&mut tracker.smoothing, args.smoothing);
+    override_with(&mut tracker.switch_margin, args.switch_margin);
+    override_with(&mut tracker.switch_frames, args.switch_frames);
+    config.tracker.validate()?;
+    override_with(&mut config.pipeline.detect_every, args.detect_every);
+    if args.max_frames.is_some() {
+        config.pipeline.max_frames = args.max_frames;
+    }
+
+    // A flag typed on the command line wins; a defaulted one yields to the board and config.
+    let mut model_args = args.pipeline;
+    let from_cli = |id: &str| {
+        matches.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if let (false, Some(name)) = (from_cli("model"), &config.model.name) {
+        model_args.model = name.clone();
+    }
+    if let (false, Some(detector)) = (from_cli("detector"), &config.model.detector) {
+        model_args.detector = match detector.as_str() {
+            "short" => DetectorChoice::Short,
+            "long" => DetectorChoice::Long,
+            other => bail!("[model] detector must be \"short\" or \"long\", not {other:?}"),
+        };
+    }
+    let classifier = build_classifier(&model_args)?;
+    let source = capture::open_source(&config.camera.device, &config.camera)?;
+    // Unpaced files are read as fast as inference takes them, so none may be dropped; cameras
+    // and paced files run in real time, where the newest frame must win.
+    let is_file = !config.camera.device.starts_with("/dev/");
+    if is_file && config.camera.fps.is_none() {
+        config.pipeline.drop_frames = false;
+    }
+    log::info!("input: {}", source.describe());
+
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let json = &mut config.json;
+    json.enabled &= !args.no_json;
+    if args.json.is_some() {
+        json.path = args.json.clone();
+    }
+    json.state |= args.json_state;
+    if json.enabled {
+        sinks.push(Box::new(JsonSink::new(json)?));
+    }
+    let mqtt = &mut config.mqtt;
+    if args.mqtt_host.is_some() {
+        mqtt.host = args.mqtt_host.clone();
+    }
+    override_some(&mut mqtt.port, args.mqtt_port);
+    override_some(&mut mqtt.client_id, args.mqtt_client_id.clone());
+    override_some(&mut mqtt.base_topic, args.mqtt_base_topic.clone());
+    override_some(&mut mqtt.username, args.mqtt_username.clone());
+    override_some(&mut mqtt.password_file, args.mqtt_password_file.clone());
+    override_some(&mut mqtt.ca_file, args.mqtt_ca_file.clone());
+    override_some(&mut mqtt.client_cert, args.mqtt_client_cert.clone());
+    override_some(&mut mqtt.client_key, args.mqtt_client_key.clone());
+    mqtt.tls |= args.mqtt_tls;
+    mqtt.homeassistant |= args.homeassistant;
+    if mqtt.host.is_some() {
+        let sink = MqttSink::start(mqtt)?;
+        log::info!("mqtt: publishing under {}", sink.topics().availability);
+        sinks.push(Box::new(sink));
+    }
+    if let Some(display) = open_display(args.display.as_ref().or(config.display.as_ref())) {
+        sinks.push(Box::new(DisplaySink::new(display)));
+    }
+    if let Some(gpio) = &config.gpio {
+        match GpioOutputs::new(gpio) {
+            Ok(outputs) => sinks.push(Box::new(GpioSink::new(outputs))),
+            Err(e) => log::warn!("gpio: {e}; continuing without GPIO outputs"),
+        }
+    }
+    sinks.push(Box::new(SystemdSink::ready()));
+
+    let outcome = pipeline::run(
+        source,
+        &classifier,
+        &config.tracker,
+        &config.pipeline,
+        &mut sinks,
+        stop.clone(),
+    );
+    if stop.load(Ordering::Relaxed) {
+        log::info!("stopped by signal");
+    }
+    match outcome {
+        Ok(stats) => {
+            if args.stats {
+                eprint!("{}", stats.table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            Ok(ExitCode::from(EXIT_INPUT_FAILED))
         }
     }
 }

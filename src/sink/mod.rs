@@ -1,0 +1,145 @@
+//! Outputs of the live pipeline. Each sink receives every tracker event and, after every frame,
+//! the state of the reported tracks; it decides itself what to forward and how often.
+//!
+//! The wire format is shared: [`EventLine`] and [`StateLine`] are the JSON documents that the
+//! JSON-lines sink prints and the MQTT sink publishes (schema in the README, "Live pipeline").
+
+pub mod json;
+pub mod local;
+pub mod mqtt;
+
+use serde::Serialize;
+
+use crate::classify::Scores;
+use crate::track::{Event, EventKind, FrameUpdate, TrackState};
+
+/// Version of the JSON documents below; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// One output. Called from the inference thread, in stream order; a slow sink slows inference,
+/// so network sinks hand their work to a background thread.
+pub trait Sink: Send {
+    /// Short name for logs ("json", "mqtt").
+    fn name(&self) -> &str;
+    fn on_event(&mut self, event: &Event) -> Result<(), SinkError>;
+    fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError>;
+    /// Flushes and leaves the output in its stopped state. Called once, at shutdown.
+    fn close(&mut self) -> Result<(), SinkError>;
+}
+
+fn round(v: f32, decimals: i32) -> f32 {
+    let f = 10f32.powi(decimals);
+    (v * f).round() / f
+}
+
+fn rounded_box(b: &[f32; 4]) -> [f32; 4] {
+    b.map(|v| round(v, 1))
+}
+
+fn rounded_scores(s: &Scores) -> Scores {
+    Scores(s.0.iter().map(|(l, p)| (l.clone(), round(*p, 4))).collect())
+}
+
+pub(crate) fn seconds(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// One face in a [`StateLine`] (and the retained per-track MQTT state).
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceState {
+    pub track: u64,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub label: String,
+    pub confidence: f32,
+    pub probabilities: Scores,
+}
+
+impl From<&TrackState> for FaceState {
+    fn from(s: &TrackState) -> Self {
+        FaceState {
+            track: s.track,
+            bbox: rounded_box(&s.bbox),
+            label: s.label.clone(),
+            confidence: round(s.confidence, 4),
+            probabilities: rounded_scores(&s.probabilities),
+        }
+    }
+}
+
+/// `appeared`, `expression_changed` and `left`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventLine {
+    pub schema: u32,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Stream time in seconds (the frame's capture time relative to the first frame).
+    pub time: f64,
+    pub frame: u64,
+    #[serde(flatten)]
+    pub face: FaceState,
+    /// `expression_changed` only: the previous label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `left` only: seconds from the track's first detection to the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+impl From<&Event> for EventLine {
+    fn from(e: &Event) -> Self {
+        EventLine {
+            schema: SCHEMA_VERSION,
+            kind: e.name(),
+            time: seconds(e.stamp.timestamp),
+            frame: e.stamp.frame,
+            face: FaceState::from(&e.state),
+            from: match &e.kind {
+                EventKind::ExpressionChanged { from } => Some(from.clone()),
+                _ => None,
+            },
+            duration: match e.kind {
+                EventKind::Left => Some(seconds(
+                    e.stamp.timestamp.saturating_sub(e.state.first_seen),
+                )),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The optional per-frame line: every reported track after the frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateLine {
+    pub schema: u32,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: f64,
+    pub frame: u64,
+    /// Whether the detector ran on this frame (otherwise boxes are the tracker's predictions).
+    pub detected: bool,
+    pub faces: Vec<FaceState>,
+}
+
+impl From<&FrameUpdate> for StateLine {
+    fn from(u: &FrameUpdate) -> Self {
+        StateLine {
+            schema: SCHEMA_VERSION,
+            kind: "state",
+            time: seconds(u.stamp.timestamp),
+            frame: u.stamp.frame,
+            detected: u.detected,
+            faces: u.tracks.iter().map(FaceState::from).collect(),
+        }
+    }
+}

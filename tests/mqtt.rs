@@ -1,0 +1,549 @@
+//! `ferrite run` against a real broker (Debian's mosquitto on loopback): availability, events,
+//! retained track state, Home Assistant discovery, the last will when the process is killed, and a
+//! clean stop on SIGTERM. Skipped, with a message, only when the mosquitto binary is missing
+//! (`apt-get install mosquitto`; scripts/setup.sh --dev installs it).
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+use serde_json::Value;
+
+fn mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_broker() -> Option<Broker> {
+    start_broker_on(free_port())
+}
+
+fn start_broker_on(port: u16) -> Option<Broker> {
+    let Some(binary) = mosquitto() else {
+        eprintln!("SKIPPED: no mosquitto binary (apt-get install mosquitto)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Broker { child, port })
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+impl Message {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+/// Subscribes to `filters` and forwards every publish; the client lives as long as the receiver.
+fn subscribe(port: u16, id: &str, filters: &[&str]) -> Receiver<Message> {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(options, 64);
+    for f in filters {
+        client.subscribe(*f, QoS::AtLeastOnce).unwrap();
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let m = Message {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    };
+                    if tx.send(m).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    rx
+}
+
+/// Collects messages until `done` holds for what was seen, or panics after `timeout`.
+fn wait_for(
+    rx: &Receiver<Message>,
+    seen: &mut Vec<Message>,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[Message]) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done(seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out waiting for {what}; got {seen:#?}"
+        );
+        if let Ok(m) = rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            seen.push(m);
+        }
+    }
+}
+
+fn astronaut() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/astronaut.png")
+}
+
+const BASE: &str = "test/ferrite";
+
+/// A running `ferrite run`; killed if a test fails before stopping it, so no looping child
+/// outlives the test.
+struct Ferrite(Child);
+
+impl Drop for Ferrite {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_ferrite(port: u16, json: &Path) -> Ferrite {
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--input"])
+        .arg(astronaut())
+        .args([
+            "--fps",
+            "10",
+            "--loop",
+            "--min-hits",
+            "2",
+            "--detect-every",
+            "2",
+        ])
+        .args(["--mqtt-host", "127.0.0.1", "--mqtt-port"])
+        .arg(port.to_string())
+        .args([
+            "--mqtt-base-topic",
+            BASE,
+            "--mqtt-client-id",
+            "ferrite-test",
+        ])
+        .args(["--homeassistant", "--json"])
+        .arg(json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Ferrite(child)
+}
+
+fn has(seen: &[Message], topic: &str, pred: impl Fn(&Message) -> bool) -> bool {
+    seen.iter().any(|m| m.topic == topic && pred(m))
+}
+
+fn avail() -> String {
+    format!("{BASE}/availability")
+}
+
+fn state1() -> String {
+    format!("{BASE}/track/1/state")
+}
+
+/// Waits until the child is online and has reported the astronaut as track 1.
+fn wait_until_reporting(rx: &Receiver<Message>, seen: &mut Vec<Message>) {
+    wait_for(
+        rx,
+        seen,
+        Duration::from_secs(90),
+        "online, appeared, state",
+        |s| {
+            has(s, &avail(), |m| m.text() == "online")
+                && has(s, &format!("{BASE}/events"), |m| {
+                    m.json()["type"] == "appeared" && m.json()["schema"] == 1
+                })
+                && has(s, &state1(), |m| m.json()["label"] == "happy")
+        },
+    );
+}
+
+#[test]
+fn mqtt_outputs_and_last_will_when_killed() {
+    let Some(broker) = start_broker() else {
+        return;
+    };
+    let started = Instant::now();
+    let rx = subscribe(
+        broker.port,
+        "watcher",
+        &[&format!("{BASE}/#"), "homeassistant/#"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_ferrite(broker.port, &dir.path().join("events.jsonl"));
+    let mut seen = Vec::new();
+    wait_until_reporting(&rx, &mut seen);
+
+    // Availability, discovery and track state are retained: a late subscriber gets them at once.
+    let late = subscribe(
+        broker.port,
+        "late",
+        &[&format!("{BASE}/#"), "homeassistant/#"],
+    );
+    let mut retained = Vec::new();
+    wait_for(
+        &late,
+        &mut retained,
+        Duration::from_secs(10),
+        "retained",
+        |s| {
+            has(s, &avail(), |m| m.retain && m.text() == "online")
+                && has(s, &state1(), |m| m.retain && m.json()["track"] == 1)
+                && s.iter().any(|m| {
+                    m.topic.starts_with("homeassistant/sensor/")
+                        && m.retain
+                        && m.json()["state_topic"] == format!("{BASE}/expression")
+                })
+                && has(s, &format!("{BASE}/expression"), |m| {
+                    m.retain && m.json()["label"] == "happy"
+                })
+        },
+    );
+    assert!(
+        !retained
+            .iter()
+            .any(|m| m.topic == format!("{BASE}/events") && m.retain),
+        "events must not be retained"
+    );
+
+    // SIGKILL: no goodbye from the process; the broker publishes the last will.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    wait_for(&rx, &mut seen, Duration::from_secs(30), "last will", |s| {
+        has(s, &avail(), |m| m.text() == "offline")
+    });
+    eprintln!("mqtt kill test took {:?}", started.elapsed());
+}
+
+#[test]
+fn sigterm_flushes_json_and_goes_offline_cleanly() {
+    let Some(broker) = start_broker() else {
+        return;
+    };
+    let started = Instant::now();
+    let rx = subscribe(broker.port, "watcher2", &[&format!("{BASE}/#")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let mut child = start_ferrite(broker.port, &json);
+    let mut seen = Vec::new();
+    wait_until_reporting(&rx, &mut seen);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ferrite ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0));
+
+    // The JSON sink was flushed: whole lines only, ending with the track leaving.
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.ends_with('\n'), "{text}");
+    let lines: Vec<Value> = std::io::Cursor::new(&text)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        lines.first().map(|l| l["type"].clone()),
+        Some("appeared".into())
+    );
+    assert_eq!(lines.last().map(|l| l["type"].clone()), Some("left".into()));
+    assert!(lines.iter().all(|l| l["schema"] == 1));
+
+    // MQTT was left in its stopped state: offline (sent by us, not the will), state cleared.
+    wait_for(
+        &rx,
+        &mut seen,
+        Duration::from_secs(10),
+        "offline and cleared state",
+        |s| {
+            has(s, &avail(), |m| m.text() == "offline")
+                && has(s, &state1(), |m| m.payload.is_empty())
+                && has(s, &format!("{BASE}/events"), |m| m.json()["type"] == "left")
+        },
+    );
+    // A clean disconnect: our own `offline`, not followed by the last will.
+    std::thread::sleep(Duration::from_millis(500));
+    while let Ok(m) = rx.try_recv() {
+        seen.push(m);
+    }
+    let offline = seen
+        .iter()
+        .filter(|m| m.topic == avail() && m.text() == "offline")
+        .count();
+    assert_eq!(offline, 1, "{seen:#?}");
+    let late = subscribe(broker.port, "late2", &[&format!("{BASE}/#")]);
+    let mut retained = Vec::new();
+    wait_for(
+        &late,
+        &mut retained,
+        Duration::from_secs(10),
+        "retained offline",
+        |s| {
+            has(s, &avail(), |m| m.retain && m.text() == "offline")
+                && has(s, &format!("{BASE}/expression"), |m| {
+                    m.json()["label"] == "none"
+                })
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(m) = late.try_recv() {
+        retained.push(m);
+    }
+    assert!(
+        !retained.iter().any(|m| m.topic.contains("/track/")),
+        "no retained track state after a clean stop: {retained:#?}"
+    );
+    eprintln!("sigterm test took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_broker_that_is_down_at_start_is_retried_while_inference_runs() {
+    if mosquitto().is_none() {
+        eprintln!("SKIPPED: no mosquitto binary (apt-get install mosquitto)");
+        return;
+    }
+    let started = Instant::now();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("events.jsonl");
+    let mut child = start_ferrite(port, &json);
+    // No broker yet: events still flow to the JSON output.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&json).is_ok_and(|t| t.contains("\"appeared\"")) {
+        assert!(Instant::now() < deadline, "no JSON events without a broker");
+        assert!(child.0.try_wait().unwrap().is_none(), "ferrite exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(broker) = start_broker_on(port) else {
+        return;
+    };
+    let rx = subscribe(broker.port, "watcher3", &[&format!("{BASE}/#")]);
+    let mut seen = Vec::new();
+    // Retries back off to at most a few seconds at this point.
+    wait_for(
+        &rx,
+        &mut seen,
+        Duration::from_secs(30),
+        "online after the broker came up",
+        |s| has(s, &avail(), |m| m.text() == "online") && has(s, &state1(), |_| true),
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    eprintln!("broker-down test took {:?}", started.elapsed());
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_with_a_private_ca_and_password() {
+    let (Some(binary), true) = (
+        mosquitto(),
+        Command::new("openssl").arg("version").output().is_ok(),
+    ) else {
+        eprintln!("SKIPPED: needs the mosquitto and openssl binaries");
+        return;
+    };
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A throwaway CA and a server certificate for 127.0.0.1.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferrite test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let passwd = Command::new("mosquitto_passwd")
+        .current_dir(d)
+        .args(["-b", "-c", "passwd", "kiosk", "s3cret"])
+        .status();
+    assert!(passwd.is_ok_and(|s| s.success()), "mosquitto_passwd failed");
+    std::fs::write(d.join("password"), "s3cret\n").unwrap();
+    // mosquitto drops root privileges to its own user; let it read the files.
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(d).status();
+
+    let (plain, tls) = (free_port(), free_port());
+    let conf = d.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings true\npersistence false\n\
+             listener {plain} 127.0.0.1\nallow_anonymous true\n\
+             listener {tls} 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\n\
+             cafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n",
+            dir = d.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Broker { child, port: plain };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rx = subscribe(plain, "watcher4", &[&format!("{BASE}/#")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--input"])
+        .arg(astronaut())
+        .args(["--fps", "10", "--loop", "--min-hits", "2", "--no-json"])
+        .args(["--mqtt-host", "127.0.0.1", "--mqtt-port", &tls.to_string()])
+        .args(["--mqtt-base-topic", BASE, "--mqtt-username", "kiosk"])
+        .arg("--mqtt-password-file")
+        .arg(d.join("password"))
+        .arg("--mqtt-ca-file")
+        .arg(d.join("ca.pem"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Ferrite(child);
+    let mut seen = Vec::new();
+    wait_until_reporting(&rx, &mut seen);
+    eprintln!("tls test took {:?}", started.elapsed());
+}

@@ -1,0 +1,188 @@
+//! `ferrite run` as a user calls it: JSON lines on stdout, exit statuses, --stats.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn astronaut() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/astronaut.png")
+}
+
+fn ferrite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_looped_still_gives_one_track_that_appears_and_leaves() {
+    let input = astronaut();
+    let out = ferrite(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--loop",
+        "--max-frames",
+        "9",
+        "--min-hits",
+        "2",
+        "--stats",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["appeared", "left"], "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["schema"], 1);
+        assert_eq!(l["track"], 1);
+        assert_eq!(l["label"], "happy");
+        assert!(l["box"][0].as_f64().unwrap() > 150.0);
+    }
+    assert!(lines[1]["duration"].as_f64().unwrap() >= 0.0);
+    assert!(
+        stderr.contains("whole frame"),
+        "--stats table missing: {stderr}"
+    );
+    assert!(stderr.contains("frames 9"), "{stderr}");
+}
+
+#[test]
+fn run_exit_statuses() {
+    let input = astronaut();
+    let input = input.to_str().unwrap();
+    // Usage errors: 2.
+    for bad in [
+        vec!["run", "--input", input, "--smoothing", "0"],
+        vec!["run", "--input", input, "--detect-every", "0"],
+        vec!["run", "--input", input, "--no-json", "--json", "-"],
+        vec!["run", "--input", input, "--size", "big"],
+    ] {
+        assert_eq!(ferrite(&bad).status.code(), Some(2), "{bad:?}");
+    }
+    // Start-up failures: 3, with one line saying why.
+    let no_camera = ferrite(&["run", "--input", "/dev/video99"]);
+    assert_eq!(no_camera.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&no_camera.stderr).contains("/dev/video99"));
+    let no_board = ferrite(&["run", "--board", "rpi9", "--input", input]);
+    assert_eq!(no_board.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&no_board.stderr).contains("rpi5"));
+    let missing = ferrite(&["run", "--input", "/nonexistent/frames"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/frames"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("missing-ca.pem");
+    let bad_tls = ferrite(&[
+        "run",
+        "--input",
+        input,
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert_eq!(bad_tls.status.code(), Some(3));
+    let unwritable = ferrite(&[
+        "run",
+        "--input",
+        input,
+        "--json",
+        "/nonexistent/dir/x.jsonl",
+    ]);
+    assert_eq!(unwritable.status.code(), Some(3));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--input"])
+        .arg(astronaut())
+        .args(["--loop", "--min-hits", "1", "--json-state"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `ferrite run | head -1` does.
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    drop(out);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferrite kept running after its stdout closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(first.contains("\"schema\":1"), "{first}");
+}
+
+#[test]
+fn board_config_and_display_layer_into_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("ui.png");
+    let config = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tracker]\nmin_hits = 1\n[display]\ndriver = \"png\"\npath = {:?}\nwidth = 128\nheight = 64\n",
+            png.display().to_string()
+        ),
+    )
+    .unwrap();
+    let input = astronaut();
+    let out = ferrite(&[
+        "run",
+        "--board",
+        "x86-desktop",
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--loop",
+        "--max-frames",
+        "3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().next().unwrap_or("").contains("\"appeared\""),
+        "min_hits 1 from the config: {stdout}"
+    );
+    let ui = image::open(&png).expect("the display was drawn");
+    assert_eq!((ui.width(), ui.height()), (128, 64));
+
+    std::fs::write(&config, "[tracker]\nmin_hits = \"one\"\n").unwrap();
+    let bad = ferrite(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("ferrite.toml:2:"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
