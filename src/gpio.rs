@@ -2,11 +2,9 @@
 //! label or group of labels), a face-present line and a pulse when the expression changes.
 //! Lines are character-device lines (`/dev/gpiochipN`), found by chip label or path; every line
 //! goes back to its configured safe state when [`GpioOutputs`] is dropped or
-//! [`GpioOutputs::safe_state`] is called. Use [`termination_flag`] so that SIGTERM and Ctrl-C
-//! end the loop normally and the drop runs.
+//! [`GpioOutputs::safe_state`] is called; `ferrite run` turns SIGTERM, SIGINT and SIGHUP into a
+//! normal stop so that this happens (`sink::local::GpioSink::close`).
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::OutputPin;
@@ -140,21 +138,6 @@ pub fn output_pin(
         .and_then(|l| l.request(LineRequestFlags::OUTPUT, u8::from(high), consumer))
         .map_err(|e| line_error(&e))?;
     CdevPin::new(handle).map_err(|e| line_error(&e))
-}
-
-/// A flag set by SIGTERM, SIGINT and SIGHUP. The live loop polls it and returns, so that
-/// destructors (GPIO safe states) run; a second signal exits at once.
-pub fn termination_flag() -> std::io::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&flag))?;
-        signal_hook::flag::register(signal, Arc::clone(&flag))?;
-    }
-    Ok(flag)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -612,12 +595,5 @@ mod tests {
             panic!("expected an error")
         };
         assert!(err.to_string().contains("/dev/no-such-gpiochip"), "{err}");
-    }
-
-    #[test]
-    fn sigterm_sets_the_termination_flag() {
-        let flag = termination_flag().expect("register");
-        signal_hook::low_level::raise(signal_hook::consts::SIGHUP).expect("raise");
-        assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
     }
 }
