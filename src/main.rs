@@ -125,10 +125,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Live pipeline: frames in, tracked per-person expression events out (JSON lines, MQTT).
+    /// Live pipeline: camera or files in, tracked per-person expression events out (JSON lines,
+    /// MQTT, display, GPIO).
     #[command(
         after_long_help = concat!(
             "Examples:\n",
+            "  ferrite run --board rpi5 --config /etc/ferrite/ferrite.toml\n",
+            "  ferrite run --camera /dev/video0 --size 640x480 --fps 30 --display png:ui.png\n",
+            "  ferrite run --input clip.y4m --stats\n",
             "  ferrite run --input frames/ --stats\n",
             "  ferrite run --input clip/ --fps 15 --loop --mqtt-host localhost --json events.jsonl\n",
             "  ferrite run --input frames/ --json - --json-state --detect-every 1\n\n",
