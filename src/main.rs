@@ -829,7 +829,7 @@ fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> Result<ExitCode> {
     let source = capture::open_source(&config.camera.device, &config.camera)?;
     // Unpaced files are read as fast as inference takes them, so none may be dropped; cameras
     // and paced files run in real time, where the newest frame must win.
-    let is_file = !config.camera.device.starts_with("/dev/");
+    let is_file = !capture::is_v4l2_path(Path::new(&config.camera.device));
     if is_file && config.camera.fps.is_none() {
         config.pipeline.drop_frames = false;
     }

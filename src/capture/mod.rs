@@ -105,7 +105,9 @@ pub fn open_source(
     }
 }
 
-fn is_v4l2_path(path: &Path) -> bool {
+/// Whether `open_source` treats `path` as a V4L2 camera (anything under /dev, or a character
+/// device) rather than a file source.
+pub fn is_v4l2_path(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     if path.starts_with("/dev") {
         return true;
