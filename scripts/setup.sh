@@ -17,7 +17,8 @@ fi
 
 # The v4l crate generates its V4L2 bindings from the kernel headers with bindgen, which needs
 # libclang at build time (nothing at run time).
-if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/*/libclang*.so*" >/dev/null; then
+# (libclang-cpp, which some images carry, is a different library that bindgen cannot use.)
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null; then
   echo "setup: installing libclang-dev (apt; bindgen for the V4L2 bindings)"
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq libclang-dev >/dev/null
@@ -58,5 +59,7 @@ if [ "${1:-}" = "--dev" ]; then
     $sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
   fi
   echo "setup: installing Python packages for models/ (models/requirements.txt)"
-  python3 -m pip install -q -r models/requirements.txt
+  # No wheel cache: PyPI's torch brings ~4 GB of CUDA libraries, and a cached copy of the wheels
+  # would double that on a CI disk that also holds the Rust build.
+  python3 -m pip install -q --no-cache-dir -r models/requirements.txt
 fi
