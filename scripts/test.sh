@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, clippy, the Rust tests and the Python model
-# tests. Installs what a fresh machine lacks first (setup.sh --dev).
+# The whole test suite, as CI runs it: formatting, clippy, the Rust tests, the Python model tests,
+# then the Arm checks: an aarch64 cross build, its JSON equivalence with this machine's binary under
+# qemu-user, and the emulated board (cross/emulated-board.sh). Installs what a fresh machine lacks
+# first (setup.sh --dev; cross/build.sh and the board script install their own packages).
+#   FERRITE_SKIP_ARM=1 ./scripts/test.sh    everything but the Arm checks (about 20 minutes less)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --dev
@@ -11,3 +14,14 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test
 python3 -m pytest models/tests -q
+
+if [ "${FERRITE_SKIP_ARM:-0}" = 1 ]; then
+  echo "test.sh: Arm checks skipped (FERRITE_SKIP_ARM=1)"
+  exit 0
+fi
+# The checks' binaries need no LTO (the results are the same; see cross/build.sh --fast), and the
+# board script's feeder example must share these settings or every dependency builds twice.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+./cross/build.sh --target aarch64
+python3 cross/equivalence.py --arch aarch64 --host target/debug/ferrite
+./cross/emulated-board.sh --binary target/aarch64-unknown-linux-gnu/release/ferrite

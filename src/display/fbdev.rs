@@ -252,13 +252,16 @@ impl Framebuffer {
         let mut canvas = Canvas::new(self.size, Rgb888::BLACK);
         let Ok(()) = ui::draw(&mut canvas, state);
         if let Some((first, last)) = canvas.changed_rows(self.last.as_ref()) {
-            let bpp = self.format.bytes_per_pixel();
-            let mut line = vec![0u8; self.size.width as usize * bpp];
-            for y in first..=last {
-                self.format.pack(canvas.row(y), &mut line);
-                let at = self.origin + y as u64 * self.stride as u64;
+            let row_bytes = self.size.width as usize * self.format.bytes_per_pixel();
+            let contiguous = self.stride == row_bytes;
+            for (start, rows) in write_spans(first, last, self.size.height, contiguous) {
+                let mut buf = vec![0u8; rows as usize * row_bytes];
+                for (y, out) in (start..).zip(buf.chunks_exact_mut(row_bytes)) {
+                    self.format.pack(canvas.row(y), out);
+                }
+                let at = self.origin + start as u64 * self.stride as u64;
                 self.file
-                    .write_all_at(&line, at)
+                    .write_all_at(&buf, at)
                     .map_err(|e| DisplayError::Draw {
                         device: self.device.clone(),
                         reason: e.to_string(),
@@ -267,5 +270,86 @@ impl Framebuffer {
         }
         self.last = Some(canvas);
         Ok(())
+    }
+}
+
+/// The writes `update` makes for the changed rows `first..=last`, as (first row, row count).
+///
+/// Where rows follow each other in the file without padding, the changed rows go out in one
+/// write of at least two rows. Linux's DRM fbdev emulation turns a write that covers exactly one
+/// whole scanline into an empty damage rectangle (drm_fb_helper_memory_range_to_clip computes
+/// its right edge as 0; since 5.18, "drm/fb-helper: Clip damage area horizontally", until a
+/// later upstream fix), so that row stays in the shadow buffer and never reaches the screen:
+/// Debian's 6.1 kernel with virtio-gpu shows it (cross/emulated-board.sh). With padded lines
+/// each row is its own write, which ends before its line does and is handled right.
+fn write_spans(first: u32, last: u32, height: u32, contiguous: bool) -> Vec<(u32, u32)> {
+    if !contiguous {
+        return (first..=last).map(|y| (y, 1)).collect();
+    }
+    let (mut start, mut end) = (first, last);
+    if start == end && height > 1 {
+        if end + 1 < height {
+            end += 1;
+        } else {
+            start -= 1;
+        }
+    }
+    vec![(start, end - start + 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use embedded_graphics::pixelcolor::Rgb888;
+    use embedded_graphics::prelude::*;
+
+    use super::{write_spans, Framebuffer, PixelFormat};
+    use crate::display::canvas::Canvas;
+    use crate::display::{ui, DisplayState};
+
+    #[test]
+    fn unpadded_rows_go_out_in_one_write_of_at_least_two_rows() {
+        assert_eq!(write_spans(3, 7, 240, true), vec![(3, 5)]);
+        assert_eq!(write_spans(0, 239, 240, true), vec![(0, 240)]);
+        // A single changed row takes its neighbour along: a one-scanline write is lost on
+        // DRM fbdev emulation.
+        assert_eq!(write_spans(10, 10, 240, true), vec![(10, 2)]);
+        assert_eq!(write_spans(239, 239, 240, true), vec![(238, 2)]);
+        assert_eq!(write_spans(0, 0, 1, true), vec![(0, 1)]);
+    }
+
+    /// Unpadded rows written in spans hold the same bytes as the picture, also after a redraw
+    /// that changes only a few rows.
+    #[test]
+    fn unpadded_framebuffer_holds_the_picture() {
+        let format = PixelFormat::XRGB8888;
+        let (w, h) = (320u32, 240u32);
+        let file = tempfile::tempfile().unwrap();
+        let mut fb = Framebuffer::from_file(
+            file.try_clone().unwrap(),
+            "test".into(),
+            Size::new(w, h),
+            w as usize * 4,
+            0,
+            format,
+        )
+        .unwrap();
+        for fps in [Some(10.0), Some(12.5)] {
+            let state = DisplayState::new(&[], fps);
+            fb.update(&state).unwrap();
+            let mut canvas = Canvas::new(Size::new(w, h), Rgb888::BLACK);
+            let Ok(()) = ui::draw(&mut canvas, &state);
+            let mut expected = vec![0u8; (w * h * 4) as usize];
+            format.pack(canvas.pixels(), &mut expected);
+            let mut bytes = vec![0u8; expected.len()];
+            file.read_exact_at(&mut bytes, 0).unwrap();
+            assert!(bytes == expected, "fps {fps:?}");
+        }
+    }
+
+    #[test]
+    fn padded_rows_are_written_one_by_one() {
+        assert_eq!(write_spans(4, 6, 64, false), vec![(4, 1), (5, 1), (6, 1)]);
     }
 }
