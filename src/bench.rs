@@ -1,19 +1,28 @@
-//! Per-stage latency of the still-image pipeline, for `ferrite bench`.
+//! Per-stage latency of the still-image pipeline, for `ferrite bench` and `benches/stages.rs`.
 //!
-//! Times each stage separately on one image (decode, detect, crop and CLAHE, ensemble) and the
-//! whole chain, after a warm-up, and reports medians and 95th percentiles. It measures; it does
-//! not tune anything.
+//! [`run_threads`] times each stage separately on one image (decode, detect, crop and CLAHE,
+//! ensemble) and the whole chain, after a warm-up, with one or more worker threads that each
+//! process whole frames with their own ensemble session, and reports medians, 95th percentiles
+//! and the aggregate frame rate. [`run_graphs`] times the two tract graphs alone (detector and
+//! ensemble) on fixed inputs, which is what another runtime can be compared with. It measures;
+//! it does not tune anything.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use image::RgbImage;
 use serde::Serialize;
 
 use crate::align::{self, CropGeometry};
 use crate::detect::Detector;
-use crate::ensemble::{Ensemble, EnsembleError};
+use crate::ensemble::{Ensemble, EnsembleError, Session};
 
 /// The bundled sample (scikit-image's public-domain astronaut), so a board can bench with no files.
 pub const SAMPLE_JPEG: &[u8] = include_bytes!("../assets/astronaut.jpg");
+
+/// Most worker threads `ferrite bench --threads` accepts.
+pub const MAX_THREADS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -25,20 +34,44 @@ pub enum BenchError {
     Detect(#[from] crate::detect::DetectError),
     #[error(transparent)]
     Ensemble(#[from] EnsembleError),
+    #[error("a benchmark worker thread panicked")]
+    WorkerPanicked,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStats {
-    /// decode, detect, crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble, whole frame.
+    /// Pipeline: decode, detect, crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble,
+    /// whole frame. Graphs alone ([`run_graphs`]): detect graph, ensemble graph.
     pub stage: &'static str,
     pub median_ms: f64,
     pub p95_ms: f64,
+    /// Timed samples behind the statistics (runs x threads for a multi-threaded run).
     pub runs: usize,
 }
 
+/// Stage names of a pipeline run, in row order.
+pub const PIPELINE_STAGES: [&str; 5] =
+    ["decode", "detect", "crop+clahe", "ensemble", "whole frame"];
+
+/// One [`run_threads`] result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRun {
+    /// Worker threads that processed frames concurrently.
+    pub threads: usize,
+    /// One row per stage, in [`PIPELINE_STAGES`] order, over every timed frame of every worker.
+    pub stages: Vec<StageStats>,
+    /// Timed frames of all workers together divided by the wall time from the common start to
+    /// the last worker's end: the throughput of `threads` concurrent streams.
+    pub frames_per_s: f64,
+}
+
+/// Median and nearest-rank 95th percentile (index rounded from `(n - 1) q`) of `samples`.
 fn stats(stage: &'static str, mut samples: Vec<Duration>) -> StageStats {
     samples.sort();
     let at = |q: f64| {
+        if samples.is_empty() {
+            return 0.0;
+        }
         let i = ((samples.len() - 1) as f64 * q).round() as usize;
         samples[i].as_secs_f64() * 1e3
     };
@@ -56,8 +89,47 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-/// Runs every stage `warmup + runs` times on `encoded` (any format `image` decodes) and returns
-/// one row per stage; the ensemble runs once per detected face, as in `classify`.
+fn decode(encoded: &[u8]) -> Result<RgbImage, BenchError> {
+    // into_rgb8 moves an RGB image out as it is; to_rgb8 would copy it.
+    Ok(image::load_from_memory(encoded)?.into_rgb8())
+}
+
+/// One frame through the chain; the ensemble runs once per detected face, as in `classify`.
+/// Returns the time of each stage in [`PIPELINE_STAGES`] order.
+fn frame(
+    encoded: &[u8],
+    detector: &Detector,
+    session: &mut Session<'_>,
+    crop: &CropGeometry,
+    size: u32,
+) -> Result<[Duration; 5], BenchError> {
+    let total = Instant::now();
+    let (rgb, decode_time) = time(|| decode(encoded));
+    let rgb = rgb?;
+    let (faces, detect) = time(|| detector.detect(&rgb));
+    let faces = faces?;
+    if faces.is_empty() {
+        return Err(BenchError::NoFace);
+    }
+    // The frame's gray conversion is part of cropping: it exists only to feed the crops.
+    let (gray, mut crop_time) = time(|| align::rgb_to_gray(&rgb));
+    let mut model_time = Duration::ZERO;
+    for face in &faces {
+        let (prepared, t) = time(|| {
+            let cropped = align::crop_face(&gray, face, crop, size);
+            session.prepare(&cropped)
+        });
+        prepared?;
+        crop_time += t;
+        let (prediction, t) = time(|| session.run_prepared());
+        prediction?;
+        model_time += t;
+    }
+    Ok([decode_time, detect, crop_time, model_time, total.elapsed()])
+}
+
+/// Runs every stage `warmup + runs` times on `encoded` (any format `image` decodes) with one
+/// thread and returns one row per stage, in [`PIPELINE_STAGES`] order.
 pub fn run(
     encoded: &[u8],
     detector: &Detector,
@@ -66,51 +138,247 @@ pub fn run(
     runs: usize,
     warmup: usize,
 ) -> Result<Vec<StageStats>, BenchError> {
+    run_threads(encoded, detector, ensemble, crop, runs, warmup, 1).map(|r| r.stages)
+}
+
+/// Like [`run`] with `threads` workers (at least one) processing frames concurrently, each with
+/// its own ensemble session (the detector is shared; it takes `&self`). Every worker runs
+/// `warmup` untimed frames, waits for the others, then times `runs` frames; the statistics pool
+/// the frames of all workers.
+pub fn run_threads(
+    encoded: &[u8],
+    detector: &Detector,
+    ensemble: &Ensemble,
+    crop: &CropGeometry,
+    runs: usize,
+    warmup: usize,
+    threads: usize,
+) -> Result<PipelineRun, BenchError> {
     let runs = runs.max(1);
-    let mut session = ensemble.session()?;
+    let threads = threads.max(1);
     let (width, height) = ensemble.input_size();
-    let mut samples: [Vec<Duration>; 5] = Default::default();
-    for i in 0..warmup + runs {
-        let total = Instant::now();
-        let (rgb, decode) = time(|| image::load_from_memory(encoded).map(|i| i.to_rgb8()));
-        let rgb = rgb?;
-        let (faces, detect) = time(|| detector.detect(&rgb));
-        let faces = faces?;
-        if faces.is_empty() {
-            return Err(BenchError::NoFace);
-        }
-        // The frame's gray conversion is part of cropping: it exists only to feed the crops.
-        let (gray, mut crop_time) = time(|| align::rgb_to_gray(&rgb));
-        let mut model_time = Duration::ZERO;
-        for face in &faces {
-            let (prepared, t) = time(|| {
-                let cropped = align::crop_face(&gray, face, crop, width.max(height));
-                session.prepare(&cropped)
-            });
-            prepared?;
-            crop_time += t;
-            let (prediction, t) = time(|| session.run_prepared());
-            prediction?;
-            model_time += t;
-        }
-        let whole = total.elapsed();
-        if i >= warmup {
-            for (bucket, t) in samples
-                .iter_mut()
-                .zip([decode, detect, crop_time, model_time, whole])
-            {
+    let size = width.max(height);
+    // One untimed frame first, so that a faceless or undecodable image fails here rather
+    // than in every worker.
+    frame(encoded, detector, &mut ensemble.session()?, crop, size)?;
+
+    // Workers always reach the start barrier, even after a failed warm-up, so that nobody
+    // waits forever; `failed` then stops the timed loops early.
+    let start = Barrier::new(threads + 1);
+    let failed = AtomicBool::new(false);
+    let (samples, wall) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (start, failed) = (&start, &failed);
+                scope.spawn(move || -> Result<Vec<[Duration; 5]>, BenchError> {
+                    let warmed = ensemble
+                        .session()
+                        .map_err(BenchError::from)
+                        .and_then(|mut s| {
+                            for _ in 0..warmup {
+                                frame(encoded, detector, &mut s, crop, size)?;
+                            }
+                            Ok(s)
+                        });
+                    if warmed.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    start.wait();
+                    let mut session = warmed?;
+                    let mut times = Vec::with_capacity(runs);
+                    for _ in 0..runs {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match frame(encoded, detector, &mut session, crop, size) {
+                            Ok(t) => times.push(t),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(times)
+                })
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        let results: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| BenchError::WorkerPanicked)?)
+            .collect();
+        (results, began.elapsed())
+    });
+    let mut per_stage: [Vec<Duration>; 5] = Default::default();
+    for worker in samples {
+        for frame_times in worker? {
+            for (bucket, t) in per_stage.iter_mut().zip(frame_times) {
                 bucket.push(t);
             }
         }
     }
-    let [decode, detect, crop_time, model_time, whole] = samples;
+    let frames = per_stage[4].len();
+    Ok(PipelineRun {
+        threads,
+        stages: PIPELINE_STAGES
+            .iter()
+            .zip(per_stage)
+            .map(|(name, samples)| stats(name, samples))
+            .collect(),
+        frames_per_s: frames_per_second(frames, wall),
+    })
+}
+
+/// Sets how many threads tract may split one graph run over (its intra-op threads: a rayon
+/// pool that large matrix products are divided across), for every run after this call in the
+/// whole process. 1 is tract's default, single-threaded execution. More than 1 needs the
+/// `tract-threads` cargo feature.
+pub fn set_tract_threads(threads: usize) -> Result<(), String> {
+    #[cfg(feature = "tract-threads")]
+    {
+        use tract_onnx::prelude::tract_linalg::multithread::{set_default_executor, Executor};
+        set_default_executor(if threads <= 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread(threads.min(MAX_THREADS))
+        });
+        Ok(())
+    }
+    #[cfg(not(feature = "tract-threads"))]
+    {
+        if threads <= 1 {
+            Ok(())
+        } else {
+            Err(
+                "this build has no tract intra-op threads: rebuild with --features tract-threads"
+                    .to_string(),
+            )
+        }
+    }
+}
+
+fn frames_per_second(frames: usize, wall: Duration) -> f64 {
+    let secs = wall.as_secs_f64();
+    if secs > 0.0 {
+        frames as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// The exact inputs [`run_graphs`] feeds the two graphs, taken from one pass of the pipeline on
+/// an image: the detector's letterboxed NHWC tensor, and the first face's CLAHE-normalised
+/// crop (NCHW, one plane per model channel).
+#[derive(Debug, Clone)]
+pub struct GraphInputs {
+    pub detector: Vec<f32>,
+    pub detector_shape: [usize; 4],
+    pub ensemble: Vec<f32>,
+    pub ensemble_shape: [usize; 4],
+}
+
+/// Builds the [`GraphInputs`] of `encoded`. Fails if no face is found.
+pub fn graph_inputs(
+    encoded: &[u8],
+    detector: &Detector,
+    ensemble: &Ensemble,
+    crop: &CropGeometry,
+) -> Result<GraphInputs, BenchError> {
+    let rgb = decode(encoded)?;
+    let side = detector.config().model.input_size();
+    let detector_input = detector.model_input(&rgb);
+    let face = detector
+        .detect(&rgb)?
+        .into_iter()
+        .next()
+        .ok_or(BenchError::NoFace)?;
+    let spec = &ensemble.manifest().input;
+    let size = spec.width.max(spec.height) as u32;
+    let cropped = align::crop_face(&align::rgb_to_gray(&rgb), &face, crop, size);
+    let mut session = ensemble.session()?;
+    session.prepare(&cropped)?;
+    let plane = session.prepared_input().to_vec();
+    let ensemble_input = std::iter::repeat_n(&plane, spec.channels)
+        .flatten()
+        .copied()
+        .collect();
+    Ok(GraphInputs {
+        detector: detector_input,
+        detector_shape: [1, side, side, 3],
+        ensemble: ensemble_input,
+        ensemble_shape: [1, spec.channels, spec.height, spec.width],
+    })
+}
+
+/// Times the detector graph and the ensemble graph alone on `inputs`, one thread, `warmup`
+/// untimed runs each first: rows "detect graph" and "ensemble graph". No decoding, letterbox,
+/// anchor decoding, suppression, cropping or CLAHE, so the numbers compare with another
+/// runtime running the same ONNX files on the same tensors.
+pub fn run_graphs(
+    inputs: &GraphInputs,
+    detector: &Detector,
+    ensemble: &Ensemble,
+    runs: usize,
+    warmup: usize,
+) -> Result<Vec<StageStats>, BenchError> {
+    let runs = runs.max(1);
+    let mut detect = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let (out, t) = time(|| detector.run_model(&inputs.detector));
+        out?;
+        if i >= warmup {
+            detect.push(t);
+        }
+    }
+    let mut session = ensemble.session()?;
+    // Loads the input buffer once; every timed run then reuses it, as the pipeline does.
+    session.predict_normalised(&inputs.ensemble)?;
+    let mut model = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let (out, t) = time(|| session.run_prepared());
+        out?;
+        if i >= warmup {
+            model.push(t);
+        }
+    }
     Ok(vec![
-        stats("decode", decode),
-        stats("detect", detect),
-        stats("crop+clahe", crop_time),
-        stats("ensemble", model_time),
-        stats("whole frame", whole),
+        stats("detect graph", detect),
+        stats("ensemble graph", model),
     ])
+}
+
+/// Parses a thread-count list: comma-separated counts or inclusive ranges, e.g. `1`, `1,2,4`,
+/// `1-4`. Counts are 1..=[`MAX_THREADS`]; duplicates are dropped, the first order kept.
+pub fn parse_thread_list(s: &str) -> Result<Vec<usize>, String> {
+    let count = |t: &str| -> Result<usize, String> {
+        match t.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "expected a thread count in 1..={MAX_THREADS}, got {:?}",
+                t.trim()
+            )),
+        }
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let counts = match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (count(lo)?, count(hi)?);
+                if lo > hi {
+                    return Err(format!("empty thread range {:?}", part.trim()));
+                }
+                (lo..=hi).collect()
+            }
+            None => vec![count(part)?],
+        };
+        for n in counts {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -120,10 +388,14 @@ mod tests {
     use crate::models;
     use std::path::Path;
 
+    fn fixture_ensemble() -> Ensemble {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ensemble");
+        Ensemble::load(&models::from_path(&dir).unwrap()).unwrap()
+    }
+
     #[test]
     fn reports_every_stage_with_ordered_percentiles() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ensemble");
-        let ensemble = Ensemble::load(&models::from_path(&dir).unwrap()).unwrap();
+        let ensemble = fixture_ensemble();
         let detector = Detector::new(DetectorConfig::default()).unwrap();
         let rows = run(
             SAMPLE_JPEG,
@@ -152,8 +424,7 @@ mod tests {
 
     #[test]
     fn a_faceless_image_is_an_error() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ensemble");
-        let ensemble = Ensemble::load(&models::from_path(&dir).unwrap()).unwrap();
+        let ensemble = fixture_ensemble();
         let detector = Detector::new(DetectorConfig::default()).unwrap();
         let mut png = Vec::new();
         image::RgbImage::from_pixel(64, 64, image::Rgb([90, 90, 90]))
@@ -161,5 +432,131 @@ mod tests {
             .unwrap();
         let err = run(&png, &detector, &ensemble, &CropGeometry::default(), 1, 0).unwrap_err();
         assert!(matches!(err, BenchError::NoFace));
+        for threads in [1, 3] {
+            let err = run_threads(
+                &png,
+                &detector,
+                &ensemble,
+                &CropGeometry::default(),
+                2,
+                1,
+                threads,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, BenchError::NoFace),
+                "{threads} threads: {err}"
+            );
+        }
+        let err = graph_inputs(&png, &detector, &ensemble, &CropGeometry::default()).unwrap_err();
+        assert!(matches!(err, BenchError::NoFace));
+    }
+
+    #[test]
+    fn threaded_runs_pool_every_workers_frames() {
+        let ensemble = fixture_ensemble();
+        let detector = Detector::new(DetectorConfig::default()).unwrap();
+        for threads in [1, 2, 3] {
+            let r = run_threads(
+                SAMPLE_JPEG,
+                &detector,
+                &ensemble,
+                &CropGeometry::default(),
+                4,
+                1,
+                threads,
+            )
+            .unwrap();
+            assert_eq!(r.threads, threads);
+            let names: Vec<&str> = r.stages.iter().map(|s| s.stage).collect();
+            assert_eq!(names, PIPELINE_STAGES);
+            for s in &r.stages {
+                assert_eq!(s.runs, 4 * threads, "{s:?}");
+                assert!(s.p95_ms >= s.median_ms, "{s:?}");
+            }
+            assert!(r.frames_per_s.is_finite() && r.frames_per_s > 0.0, "{r:?}");
+        }
+        // Zero threads or runs mean one.
+        let r = run_threads(
+            SAMPLE_JPEG,
+            &detector,
+            &ensemble,
+            &CropGeometry::default(),
+            0,
+            0,
+            0,
+        )
+        .unwrap();
+        assert_eq!((r.threads, r.stages[0].runs), (1, 1));
+    }
+
+    #[test]
+    fn graph_inputs_are_what_the_pipeline_feeds() {
+        let ensemble = fixture_ensemble();
+        let detector = Detector::new(DetectorConfig::default()).unwrap();
+        let crop = CropGeometry::default();
+        let inputs = graph_inputs(SAMPLE_JPEG, &detector, &ensemble, &crop).unwrap();
+        assert_eq!(inputs.detector_shape, [1, 128, 128, 3]);
+        assert_eq!(inputs.detector.len(), 128 * 128 * 3);
+        assert!(inputs.detector.iter().all(|v| (-1.0..=1.0).contains(v)));
+        let spec = &ensemble.manifest().input;
+        assert_eq!(
+            inputs.ensemble_shape,
+            [1, spec.channels, spec.height, spec.width]
+        );
+        assert_eq!(
+            inputs.ensemble.len(),
+            inputs.ensemble_shape.iter().product::<usize>()
+        );
+        // The same prediction as the pipeline's own path on the same image.
+        let rgb = decode(SAMPLE_JPEG).unwrap();
+        let face = detector.detect(&rgb).unwrap().remove(0);
+        let size = spec.width.max(spec.height) as u32;
+        let cropped = align::crop_face(&align::rgb_to_gray(&rgb), &face, &crop, size);
+        let mut session = ensemble.session().unwrap();
+        let want = session.predict(&cropped).unwrap();
+        let got = session.predict_normalised(&inputs.ensemble).unwrap();
+        assert_eq!(got, want);
+
+        let rows = run_graphs(&inputs, &detector, &ensemble, 3, 1).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.stage).collect();
+        assert_eq!(names, ["detect graph", "ensemble graph"]);
+        assert!(rows
+            .iter()
+            .all(|r| r.runs == 3 && r.p95_ms >= r.median_ms && r.median_ms > 0.0));
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect();
+        // 1..=20 shuffled: median index round(19 * 0.5) = 10 -> 11 ms; p95 round(18.05) = 18 -> 19.
+        let s = stats(
+            "x",
+            ms(&[
+                7, 20, 1, 13, 5, 19, 2, 8, 11, 3, 16, 4, 12, 6, 18, 9, 10, 14, 15, 17,
+            ]),
+        );
+        assert_eq!((s.median_ms, s.p95_ms, s.runs), (11.0, 19.0, 20));
+        let one = stats("y", ms(&[4]));
+        assert_eq!((one.median_ms, one.p95_ms, one.runs), (4.0, 4.0, 1));
+        let none = stats("z", Vec::new());
+        assert_eq!((none.median_ms, none.p95_ms, none.runs), (0.0, 0.0, 0));
+    }
+
+    #[test]
+    fn frame_rate_is_frames_over_wall_time() {
+        assert_eq!(frames_per_second(120, Duration::from_secs(2)), 60.0);
+        assert_eq!(frames_per_second(5, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn thread_lists_parse() {
+        assert_eq!(parse_thread_list("1").unwrap(), [1]);
+        assert_eq!(parse_thread_list("1,2, 4").unwrap(), [1, 2, 4]);
+        assert_eq!(parse_thread_list("1-3").unwrap(), [1, 2, 3]);
+        assert_eq!(parse_thread_list("2,1-3,2").unwrap(), [2, 1, 3]);
+        for bad in ["", "0", "a", "1,", "3-1", "-2", "1-", "257", "1.5"] {
+            assert!(parse_thread_list(bad).is_err(), "{bad:?} parsed");
+        }
     }
 }

@@ -96,7 +96,7 @@ impl ClassifySession<'_> {
     }
 
     /// Faces in a gray frame (the live pipeline's input). `faces: None` runs the detector, on
-    /// the luma expanded to RGB because BlazeFace takes three channels (or, without a detector,
+    /// the luma in all three of BlazeFace's channels (or, without a detector,
     /// takes the whole frame as one face); `Some` classifies the given faces without detecting,
     /// e.g. a tracker's predicted boxes between detections. Returns each face with its result;
     /// `times` accumulates the time spent per stage.
@@ -112,8 +112,7 @@ impl ClassifySession<'_> {
             (Some(faces), _) => (faces.to_vec(), self.classifier.crop, false),
             (None, Some(detector)) => {
                 let start = Instant::now();
-                let rgb = image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8();
-                let found = detector.detect(&rgb)?;
+                let found = detector.detect_gray(gray)?;
                 times.detect += start.elapsed();
                 (found, self.classifier.crop, true)
             }

@@ -278,38 +278,60 @@ impl Letterbox {
     /// (bilinear) filter. Both run inside the `image` crate's non-generic `DynamicImage` code,
     /// which is optimised even in debug builds; the price is one copy of the frame.
     fn tensor_data(&self, image: &image::RgbImage) -> Vec<f32> {
+        if image.dimensions() == (self.scaled_w, self.scaled_h) {
+            return self.place(image.as_raw(), 3);
+        }
+        let scaled = self.scale(image::DynamicImage::ImageRgb8(image.clone()));
+        self.place(scaled.into_rgb8().as_raw(), 3)
+    }
+
+    /// [`Letterbox::tensor_data`] of a gray frame, equal to that of the gray expanded to RGB:
+    /// the scaling works per channel, so it scales the one channel (a third of the work, and no
+    /// RGB frame) and writes each value to all three.
+    fn tensor_data_gray(&self, gray: &image::GrayImage) -> Vec<f32> {
+        if gray.dimensions() == (self.scaled_w, self.scaled_h) {
+            return self.place(gray.as_raw(), 1);
+        }
+        let scaled = self.scale(image::DynamicImage::ImageLuma8(gray.clone()));
+        self.place(scaled.into_luma8().as_raw(), 1)
+    }
+
+    fn scale(&self, frame: image::DynamicImage) -> image::DynamicImage {
+        let shrink = (self.frame_w as f32 / self.scaled_w as f32)
+            .min(self.frame_h as f32 / self.scaled_h as f32);
+        if shrink >= 2.0 {
+            frame.thumbnail_exact(self.scaled_w, self.scaled_h)
+        } else {
+            frame.resize_exact(
+                self.scaled_w,
+                self.scaled_h,
+                image::imageops::FilterType::Triangle,
+            )
+        }
+    }
+
+    /// Writes a `scaled_w x scaled_h` image of `channels` (1 or 3) interleaved bytes into the
+    /// padded NHWC tensor; one channel is replicated into R, G and B.
+    fn place(&self, src: &[u8], channels: usize) -> Vec<f32> {
         let size = self.size as usize;
         let mut data = vec![-1.0f32; size * size * 3];
-        let resized;
-        let src = if image.dimensions() == (self.scaled_w, self.scaled_h) {
-            image
-        } else {
-            let frame = image::DynamicImage::ImageRgb8(image.clone());
-            let shrink = (self.frame_w as f32 / self.scaled_w as f32)
-                .min(self.frame_h as f32 / self.scaled_h as f32);
-            let scaled = if shrink >= 2.0 {
-                frame.thumbnail_exact(self.scaled_w, self.scaled_h)
-            } else {
-                frame.resize_exact(
-                    self.scaled_w,
-                    self.scaled_h,
-                    image::imageops::FilterType::Triangle,
-                )
-            };
-            resized = scaled.into_rgb8();
-            &resized
-        };
         let lut: [f32; 256] = std::array::from_fn(|v| v as f32 / 127.5 - 1.0);
-        let row_len = self.scaled_w as usize * 3;
+        let width = self.scaled_w as usize;
         for (y, row) in src
-            .as_raw()
-            .chunks_exact(row_len)
+            .chunks_exact(width * channels)
             .take(self.scaled_h as usize)
             .enumerate()
         {
             let start = ((y + self.pad_y as usize) * size + self.pad_x as usize) * 3;
-            for (dst, &v) in data[start..start + row_len].iter_mut().zip(row) {
-                *dst = lut[v as usize];
+            let dst = &mut data[start..start + width * 3];
+            if channels == 3 {
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = lut[v as usize];
+                }
+            } else {
+                for (d, &v) in dst.chunks_exact_mut(3).zip(row) {
+                    d.fill(lut[v as usize]);
+                }
             }
         }
         data
@@ -608,6 +630,23 @@ impl Detector {
             .map_err(|e| DetectError::Inference(format!("{e:#}")))
     }
 
+    /// The NHWC graph input that [`Detector::detect`] builds from `image` (letterboxed into the
+    /// model's square, RGB mapped to [-1, 1]), for timing or comparing the graph alone.
+    pub fn model_input(&self, image: &image::RgbImage) -> Vec<f32> {
+        let size = self.config.model.input_size() as u32;
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return vec![-1.0; (size * size * 3) as usize];
+        }
+        Letterbox::new(w, h, size).tensor_data(image)
+    }
+
+    /// Runs the graph alone on a [`Detector::model_input`] (`1 x S x S x 3` values) and drops
+    /// its outputs: no anchor decoding, no suppression. For benchmarks.
+    pub fn run_model(&self, input: &[f32]) -> Result<(), DetectError> {
+        self.run(input).map(drop)
+    }
+
     /// Finds faces in an RGB frame of any size. Returns them best first, at most
     /// `max_faces`, in frame pixels. An empty (0-pixel) frame has no faces.
     pub fn detect(&self, image: &image::RgbImage) -> Result<Vec<Face>, DetectError> {
@@ -615,9 +654,25 @@ impl Detector {
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
+        let letterbox = Letterbox::new(w, h, self.config.model.input_size() as u32);
+        self.faces(&letterbox.tensor_data(image), &letterbox)
+    }
+
+    /// [`Detector::detect`] on a gray frame (the live pipeline's luma): the same faces as
+    /// detecting on the gray expanded to RGB, without building that RGB frame.
+    pub fn detect_gray(&self, gray: &image::GrayImage) -> Result<Vec<Face>, DetectError> {
+        let (w, h) = gray.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let letterbox = Letterbox::new(w, h, self.config.model.input_size() as u32);
+        self.faces(&letterbox.tensor_data_gray(gray), &letterbox)
+    }
+
+    /// Runs the graph on a letterboxed input and turns its outputs into faces in frame pixels.
+    fn faces(&self, input: &[f32], letterbox: &Letterbox) -> Result<Vec<Face>, DetectError> {
         let size = self.config.model.input_size();
-        let letterbox = Letterbox::new(w, h, size as u32);
-        let outputs = self.run(&letterbox.tensor_data(image))?;
+        let outputs = self.run(input)?;
 
         let mut dets = Vec::new();
         let mut offset = 0;
@@ -651,7 +706,7 @@ impl Detector {
 
         let faces = weighted_nms(dets, self.config.iou_threshold)
             .into_iter()
-            .map(|d| to_face(&d, &letterbox))
+            .map(|d| to_face(&d, letterbox))
             .filter(|f| f.bbox.w.max(f.bbox.h) >= self.config.min_face_size)
             .take(self.config.max_faces)
             .collect();
@@ -903,6 +958,40 @@ mod tests {
         let red = image::RgbImage::from_pixel(128, 128, image::Rgb([255, 0, 0]));
         let data = Letterbox::new(128, 128, 128).tensor_data(&red);
         assert_eq!(&data[..3], &[1.0, -1.0, -1.0]);
+    }
+
+    #[test]
+    fn gray_frames_give_the_tensor_and_faces_of_their_rgb_expansion() {
+        let astronaut = image::load_from_memory(crate::bench::SAMPLE_JPEG)
+            .unwrap()
+            .into_rgb8();
+        let gray = image::imageops::grayscale(&astronaut);
+        // Equal size, block shrink (>= 2x), triangle shrink (< 2x), enlarging; odd sizes pad.
+        for (w, h) in [
+            (128, 128),
+            (512, 512),
+            (640, 480),
+            (200, 150),
+            (101, 77),
+            (60, 90),
+        ] {
+            let g = image::imageops::resize(&gray, w, h, image::imageops::FilterType::Triangle);
+            let rgb = image::DynamicImage::ImageLuma8(g.clone()).into_rgb8();
+            let lb = Letterbox::new(w, h, 128);
+            assert!(
+                lb.tensor_data_gray(&g) == lb.tensor_data(&rgb),
+                "{w}x{h}: tensors differ"
+            );
+        }
+        let detector = Detector::new(DetectorConfig::default()).unwrap();
+        let rgb = image::DynamicImage::ImageLuma8(gray.clone()).into_rgb8();
+        let want = detector.detect(&rgb).unwrap();
+        assert_eq!(want.len(), 1);
+        assert_eq!(detector.detect_gray(&gray).unwrap(), want);
+        assert!(detector
+            .detect_gray(&image::GrayImage::new(0, 5))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

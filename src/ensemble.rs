@@ -263,6 +263,13 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The input buffer: after [`Session::prepare`], the normalised crop (`height x width`
+    /// values; a three-channel model's copies are added by the next run). For feeding the same
+    /// input to another runtime.
+    pub fn prepared_input(&self) -> &[f32] {
+        &self.pixels
+    }
+
     /// Runs the model on an already preprocessed input (`channels x height x width` values, one
     /// channel is replicated when the model wants three). Used by parity tests.
     pub fn predict_normalised(&mut self, input: &[f32]) -> Result<Prediction, EnsembleError> {

@@ -111,7 +111,27 @@ enum Command {
     },
     /// Time each stage (decode, detect, crop+CLAHE, ensemble, whole frame): median and p95.
     #[command(
-        after_long_help = "Examples:\n  ferrite bench\n  ferrite bench --all-models --runs 100 --json\n  ferrite bench --detector long my_frame.jpg"
+        after_long_help = "Examples:\n  ferrite bench\n  ferrite bench --all-models --runs 100 --json\n  \
+            ferrite bench --threads 1,2\n  ferrite bench --detector long my_frame.jpg\n  \
+            ferrite bench --graphs-only --all-models --json --save-inputs /tmp/inputs\n\n\
+            Stages: decode (image file to RGB), detect (letterbox, BlazeFace, box decoding, \
+            suppression), crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble (the \
+            expression model, once per face), whole frame. With --graphs-only: detect graph and \
+            ensemble graph, the two tract graphs alone.\n\n\
+            --json prints an array with one object per model, thread count and stage:\n  \
+            model         string  model name as given (--model or a bundled name)\n  \
+            detector      string  \"short\" or \"long\"\n  \
+            threads       number  concurrent workers (1 with --graphs-only)\n  \
+            tract_threads number  --tract-threads: tract's intra-op threads per graph run\n  \
+            stage         string  one of the stage names above\n  \
+            median_ms     number  median latency of the stage per frame, milliseconds\n  \
+            p95_ms        number  95th percentile (nearest rank), milliseconds\n  \
+            runs          number  timed samples: --runs x threads\n  \
+            frames_per_s  number  \"whole frame\" rows only: frames of all workers per \
+            second of wall time\n  \
+            input_shape   array   --graphs-only rows only: the graph's input shape\n  \
+            input_file    string  --graphs-only with --save-inputs: that input as raw \
+            little-endian f32"
     )]
     Bench(BenchArgs),
     /// List the V4L2 cameras: driver, formats, sizes and frame rates.
@@ -242,6 +262,28 @@ struct BenchArgs {
     /// Bench every bundled model instead of only --model.
     #[arg(long)]
     all_models: bool,
+
+    /// Worker-thread counts to bench, e.g. `1,2` or `1-4`: with T, T workers (each with its own
+    /// ensemble session and detector state) process frames concurrently; each times --runs
+    /// frames after its warm-up, and the frame rate counts all of them.
+    #[arg(long, default_value = "1", value_name = "LIST", value_parser = thread_list)]
+    threads: ThreadList,
+
+    /// Threads tract may split each graph run over (its own intra-op threads; needs a build
+    /// with `--features tract-threads`). 1, the default, runs each graph on its caller's thread.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    tract_threads: u16,
+
+    /// Time only the two tract graphs (detector, ensemble) on the tensors the pipeline builds
+    /// from the image: no decode, letterbox, box decoding, crop or CLAHE. For comparisons with
+    /// other runtimes (models/side_by_side.py); one thread.
+    #[arg(long)]
+    graphs_only: bool,
+
+    /// With --graphs-only: write the two input tensors there as raw little-endian f32
+    /// (detect-<short|long>.f32, ensemble-<model>.f32) and name them in the output.
+    #[arg(long, value_name = "DIR", requires = "graphs_only")]
+    save_inputs: Option<PathBuf>,
 
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -900,12 +942,40 @@ fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> Result<ExitCode> {
     }
 }
 
+/// `ferrite bench --threads`: distinct worker counts, in the order given.
+#[derive(Clone, Debug)]
+struct ThreadList(Vec<usize>);
+
+fn thread_list(s: &str) -> Result<ThreadList, String> {
+    ferrite::bench::parse_thread_list(s).map(ThreadList)
+}
+
+/// One `ferrite bench --json` row; the schema is documented in `ferrite bench --help`.
 #[derive(Serialize)]
 struct BenchRow {
     model: String,
     detector: &'static str,
+    threads: usize,
+    tract_threads: usize,
     #[serde(flatten)]
     stats: ferrite::bench::StageStats,
+    /// On "whole frame" rows: all workers' frames per second of wall time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames_per_s: Option<f64>,
+    /// On graph rows: the input tensor's shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_shape: Option<[usize; 4]>,
+    /// On graph rows with --save-inputs: where that tensor was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_file: Option<PathBuf>,
+}
+
+fn write_f32(dir: &Path, name: &str, values: &[f32]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 fn bench(mut args: BenchArgs) -> Result<ExitCode> {
@@ -913,6 +983,11 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => ferrite::bench::SAMPLE_JPEG.to_vec(),
     };
+    if args.graphs_only && args.threads.0 != [1] {
+        bail!("--graphs-only times one thread; drop --threads");
+    }
+    let tract_threads = usize::from(args.tract_threads);
+    ferrite::bench::set_tract_threads(tract_threads).map_err(anyhow::Error::msg)?;
     let models = if args.all_models {
         models::bundled_manifests()?
             .into_iter()
@@ -932,23 +1007,79 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         let Some(detector) = classifier.detector() else {
             bail!("bench times detection too; drop --no-detect");
         };
-        eprintln!(
-            "bench: {} ({} runs after {} warm-up)",
-            args.pipeline.model, args.runs, args.warmup
-        );
-        let stats = ferrite::bench::run(
-            &encoded,
-            detector,
-            classifier.ensemble(),
-            classifier.crop(),
-            args.runs,
-            args.warmup,
-        )?;
-        rows.extend(stats.into_iter().map(|stats| BenchRow {
+        let row = |threads, stats, frames_per_s| BenchRow {
             model: args.pipeline.model.clone(),
             detector: detector_name,
+            threads,
+            tract_threads,
             stats,
-        }));
+            frames_per_s,
+            input_shape: None,
+            input_file: None,
+        };
+        if args.graphs_only {
+            eprintln!(
+                "bench: {} graphs ({} runs after {} warm-up)",
+                args.pipeline.model, args.runs, args.warmup
+            );
+            let inputs = ferrite::bench::graph_inputs(
+                &encoded,
+                detector,
+                classifier.ensemble(),
+                classifier.crop(),
+            )?;
+            let stats = ferrite::bench::run_graphs(
+                &inputs,
+                detector,
+                classifier.ensemble(),
+                args.runs,
+                args.warmup,
+            )?;
+            let name = &classifier.ensemble().manifest().name;
+            let tensors = [
+                (
+                    format!("detect-{detector_name}.f32"),
+                    &inputs.detector,
+                    inputs.detector_shape,
+                ),
+                (
+                    format!("ensemble-{name}.f32"),
+                    &inputs.ensemble,
+                    inputs.ensemble_shape,
+                ),
+            ];
+            for (stats, (file, values, shape)) in stats.into_iter().zip(tensors) {
+                let input_file = match &args.save_inputs {
+                    Some(dir) => Some(write_f32(dir, &file, values)?),
+                    None => None,
+                };
+                rows.push(BenchRow {
+                    input_shape: Some(shape),
+                    input_file,
+                    ..row(1, stats, None)
+                });
+            }
+            continue;
+        }
+        for &threads in &args.threads.0 {
+            eprintln!(
+                "bench: {} ({} runs after {} warm-up, {threads} thread(s), tract threads {})",
+                args.pipeline.model, args.runs, args.warmup, tract_threads
+            );
+            let run = ferrite::bench::run_threads(
+                &encoded,
+                detector,
+                classifier.ensemble(),
+                classifier.crop(),
+                args.runs,
+                args.warmup,
+                threads,
+            )?;
+            for stats in run.stages {
+                let fps = (stats.stage == "whole frame").then_some(run.frames_per_s);
+                rows.push(row(threads, stats, fps));
+            }
+        }
     }
     let mut out = io::stdout().lock();
     if args.json {
@@ -957,14 +1088,21 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
     } else {
         writeln!(
             out,
-            "{:<24} {:<8} {:<12} {:>10} {:>10}",
-            "MODEL", "DETECTOR", "STAGE", "MEDIAN ms", "P95 ms"
+            "{:<24} {:<8} {:>7} {:<14} {:>10} {:>10} {:>9}",
+            "MODEL", "DETECTOR", "THREADS", "STAGE", "MEDIAN ms", "P95 ms", "FRAMES/s"
         )?;
         for r in &rows {
+            let fps = r.frames_per_s.map_or(String::new(), |f| format!("{f:.1}"));
             writeln!(
                 out,
-                "{:<24} {:<8} {:<12} {:>10.2} {:>10.2}",
-                r.model, r.detector, r.stats.stage, r.stats.median_ms, r.stats.p95_ms
+                "{:<24} {:<8} {:>7} {:<14} {:>10.2} {:>10.2} {:>9}",
+                r.model,
+                r.detector,
+                r.threads,
+                r.stats.stage,
+                r.stats.median_ms,
+                r.stats.p95_ms,
+                fps
             )?;
         }
     }
@@ -1090,7 +1228,7 @@ fn classify_file(session: &mut ferrite::classify::ClassifySession<'_>, path: &Pa
         .map_err(|e| format!("cannot read: {e}"))?
         .decode()
         .map_err(|e| format!("not a readable image: {e}"))?
-        .to_rgb8();
+        .into_rgb8();
     session.classify(&image).map_err(|e| e.to_string())
 }
 
