@@ -13,7 +13,7 @@ export CARGO_INCREMENTAL=0
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test
-python3 -m pytest models/tests -q
+python3 -m pytest models/tests cross/tests -q
 
 if [ "${FERRITE_SKIP_ARM:-0}" = 1 ]; then
   echo "test.sh: Arm checks skipped (FERRITE_SKIP_ARM=1)"
