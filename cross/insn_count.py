@@ -346,14 +346,21 @@ def guest(arch, binary, cpu, plugin=None, out=None):
     return cmd + ["-cpu", cpu, str(binary)]
 
 
+def describe(cmd):
+    """`qemu-aarch64 -cpu cortex-a72 ferrite bench ...`: the guest command without paths or the plugin."""
+    cmd = [str(c) for c in cmd]
+    i = cmd.index("-cpu") if "-cpu" in cmd else len(cmd) - 1
+    return " ".join([Path(cmd[0]).name, *cmd[i:i + 2], *[Path(c).name for c in cmd[i + 2:i + 3]], *cmd[i + 3:]])
+
+
 def run_guest(cmd, timeout):
     try:
         out = sh([str(c) for c in cmd], timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        raise Fail(f"{' '.join(map(str, cmd[-8:]))} did not finish in {timeout} s")
+        raise Fail(f"{describe(cmd)} did not finish in {timeout} s")
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or [""])[-1]
-        raise Fail(f"{' '.join(map(str, cmd))} exited {out.returncode}: {last}")
+        raise Fail(f"{describe(cmd)} exited {out.returncode}: {last}")
     return out.stdout
 
 

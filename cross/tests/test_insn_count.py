@@ -184,8 +184,10 @@ def test_timeout_is_one_line(monkeypatch):
     def slow(cmd, **kw):
         raise subprocess.TimeoutExpired(cmd, kw["timeout"])
     monkeypatch.setattr(ic, "sh", slow)
-    with pytest.raises(ic.Fail, match="did not finish in 3 s"):
-        ic.run_guest(["qemu-aarch64", "-cpu", "cortex-a72", "ferrite", "bench"], 3)
+    cmd = ["/usr/bin/qemu-aarch64", "-plugin", "x.so,out=c", "-cpu", "cortex-a72", "/t/ferrite", "bench", "--runs", "2"]
+    with pytest.raises(ic.Fail) as e:
+        ic.run_guest(cmd, 3)
+    assert str(e.value) == "qemu-aarch64 -cpu cortex-a72 ferrite bench --runs 2 did not finish in 3 s"
 
 
 FAKE_FERRITE = r"""
