@@ -20,8 +20,8 @@ These are instruction counts under emulation: they show which kernels tract pick
 not time; qemu's wall time says nothing about a board. Caveat: qemu-user 7.2 passes the host's
 /proc/cpuinfo through, so tract finds no "CPU part" or "Features" line there (it warns); it reads
 FEAT_DotProd from AT_HWCAP, which qemu sets for the emulated core. On a board tract would also see
-the part number (which only changes kernel choices on Cortex-A53/A55) and, on a Cortex-A76, asimdhp
-(which only adds f16 kernels).
+the part number (which, in tract-linalg 0.23.9, only changes kernel choices on Cortex-A53/A55/A75)
+and, on a Cortex-A76, asimdhp (which only adds kernels for f16 tensors).
 
 Setup (idempotent; `--no-apt` only checks): Debian's dynamic qemu-user (qemu-user-static cannot
 load plugins; installed without recommends, since qemu-user-binfmt conflicts with the
