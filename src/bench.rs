@@ -311,41 +311,64 @@ pub fn graph_inputs(
     })
 }
 
-/// Times the detector graph and the ensemble graph alone on `inputs`, one thread, `warmup`
-/// untimed runs each first: rows "detect graph" and "ensemble graph". No decoding, letterbox,
-/// anchor decoding, suppression, cropping or CLAHE, so the numbers compare with another
-/// runtime running the same ONNX files on the same tensors.
+/// Which graphs [`run_graphs`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Graphs {
+    Both,
+    Detector,
+    Ensemble,
+}
+
+impl Graphs {
+    pub fn detector(self) -> bool {
+        self != Graphs::Ensemble
+    }
+
+    pub fn ensemble(self) -> bool {
+        self != Graphs::Detector
+    }
+}
+
+/// Times the detector graph and/or the ensemble graph alone on `inputs`, one thread, `warmup`
+/// untimed runs each first: rows "detect graph" and "ensemble graph", as `which` asks. No
+/// decoding, letterbox, anchor decoding, suppression, cropping or CLAHE, so the numbers compare
+/// with another runtime running the same ONNX files on the same tensors.
 pub fn run_graphs(
     inputs: &GraphInputs,
     detector: &Detector,
     ensemble: &Ensemble,
+    which: Graphs,
     runs: usize,
     warmup: usize,
 ) -> Result<Vec<StageStats>, BenchError> {
     let runs = runs.max(1);
-    let mut detect = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
-        let (out, t) = time(|| detector.run_model(&inputs.detector));
-        out?;
-        if i >= warmup {
-            detect.push(t);
+    let mut rows = Vec::new();
+    if which.detector() {
+        let mut detect = Vec::with_capacity(runs);
+        for i in 0..warmup + runs {
+            let (out, t) = time(|| detector.run_model(&inputs.detector));
+            out?;
+            if i >= warmup {
+                detect.push(t);
+            }
         }
+        rows.push(stats("detect graph", detect));
     }
-    let mut session = ensemble.session()?;
-    // Loads the input buffer once; every timed run then reuses it, as the pipeline does.
-    session.predict_normalised(&inputs.ensemble)?;
-    let mut model = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
-        let (out, t) = time(|| session.run_prepared());
-        out?;
-        if i >= warmup {
-            model.push(t);
+    if which.ensemble() {
+        let mut session = ensemble.session()?;
+        // Loads the input buffer once; every timed run then reuses it, as the pipeline does.
+        session.predict_normalised(&inputs.ensemble)?;
+        let mut model = Vec::with_capacity(runs);
+        for i in 0..warmup + runs {
+            let (out, t) = time(|| session.run_prepared());
+            out?;
+            if i >= warmup {
+                model.push(t);
+            }
         }
+        rows.push(stats("ensemble graph", model));
     }
-    Ok(vec![
-        stats("detect graph", detect),
-        stats("ensemble graph", model),
-    ])
+    Ok(rows)
 }
 
 /// Parses a thread-count list: comma-separated counts or inclusive ranges, e.g. `1`, `1,2,4`,
@@ -518,12 +541,20 @@ mod tests {
         let got = session.predict_normalised(&inputs.ensemble).unwrap();
         assert_eq!(got, want);
 
-        let rows = run_graphs(&inputs, &detector, &ensemble, 3, 1).unwrap();
+        let rows = run_graphs(&inputs, &detector, &ensemble, Graphs::Both, 3, 1).unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.stage).collect();
         assert_eq!(names, ["detect graph", "ensemble graph"]);
         assert!(rows
             .iter()
             .all(|r| r.runs == 3 && r.p95_ms >= r.median_ms && r.median_ms > 0.0));
+        for (which, only) in [
+            (Graphs::Detector, "detect graph"),
+            (Graphs::Ensemble, "ensemble graph"),
+        ] {
+            let rows = run_graphs(&inputs, &detector, &ensemble, which, 2, 0).unwrap();
+            let names: Vec<&str> = rows.iter().map(|r| r.stage).collect();
+            assert_eq!(names, [only]);
+        }
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct ModelConfig {
     pub name: Option<String>,
     /// `short` (faces within ~2 m, 128x128 input) or `long` (full-range, 256x256). Default short.
     pub detector: Option<String>,
+    /// `stored` (the model file's own arithmetic) or `f16` (a float model halved at load time).
+    /// Default stored.
+    pub precision: Option<String>,
 }
 
 /// The board profiles in boards/, embedded so `--board` works with the binary alone.

@@ -18,7 +18,8 @@ use ferrite::classify::{Classifier, FaceResult};
 use ferrite::config::Config;
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
 use ferrite::display::{Display, DisplayConfig, DisplayState};
-use ferrite::ensemble::Ensemble;
+use ferrite::bench::Graphs;
+use ferrite::ensemble::{Ensemble, Precision};
 use ferrite::evaluate::{self, Confusion};
 use ferrite::gpio::GpioOutputs;
 use ferrite::models::{self, Purpose};
@@ -285,6 +286,11 @@ struct BenchArgs {
     #[arg(long, value_name = "DIR", requires = "graphs_only")]
     save_inputs: Option<PathBuf>,
 
+    /// With --graphs-only: time only this graph (for instruction counts under emulation,
+    /// cross/insn_count.py).
+    #[arg(long, value_enum, default_value_t = GraphChoice::Both, requires = "graphs_only")]
+    graph: GraphChoice,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -431,6 +437,12 @@ struct PipelineArgs {
     #[arg(long, default_value = models::DEFAULT_MODEL, value_name = "NAME|DIR")]
     model: String,
 
+    /// Arithmetic of a float model: `stored` (as the file stores it) or `f16` (translated at
+    /// load time; faster only on CPUs with FP16 arithmetic such as the Cortex-A76 of a
+    /// Raspberry Pi 5, see README "Performance"). An int8 model accepts only `stored`.
+    #[arg(long, default_value = "stored", value_name = "stored|f16", value_parser = precision)]
+    precision: Precision,
+
     /// Face detector: `short` (BlazeFace 128x128, faces within ~2 m, fast) or `long`
     /// (BlazeFace 256x256, smaller and farther faces, ~4x slower).
     #[arg(long, value_enum, default_value_t = DetectorChoice::Short)]
@@ -493,6 +505,17 @@ enum DetectorChoice {
     Long,
 }
 
+fn precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphChoice {
+    Both,
+    Detector,
+    Ensemble,
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let matches = Cli::command().get_matches();
@@ -538,9 +561,15 @@ fn check(board: Option<&str>, config: Option<&Path>) -> Result<ExitCode> {
         ok: true,
         detail: String::new(),
     });
-    let loaded = models::resolve(&model)
-        .map_err(|e| e.to_string())
-        .and_then(|source| Ensemble::load(&source).map_err(|e| e.to_string()));
+    let precision = match config.model.precision.as_deref().map(str::parse) {
+        None => Ok(Precision::Stored),
+        Some(parsed) => parsed.map_err(|e| format!("[model] precision: {e}")),
+    };
+    let loaded = precision.and_then(|precision| {
+        models::resolve(&model)
+            .map_err(|e| e.to_string())
+            .and_then(|source| Ensemble::load_with(&source, precision).map_err(|e| e.to_string()))
+    });
     match loaded {
         Ok(_) => items[0].detail = "loads".into(),
         Err(e) => {
@@ -685,7 +714,7 @@ fn build_classifier(args: &PipelineArgs) -> Result<Classifier> {
     if let Some(scale) = args.crop_scale {
         crop.scale = scale;
     }
-    let ensemble = Ensemble::load(&source)?;
+    let ensemble = Ensemble::load_with(&source, args.precision)?;
     let detector = if args.no_detect {
         None
     } else {
@@ -860,6 +889,11 @@ fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> Result<ExitCode> {
     if let (false, Some(name)) = (from_cli("model"), &config.model.name) {
         model_args.model = name.clone();
     }
+    if let (false, Some(precision)) = (from_cli("precision"), &config.model.precision) {
+        model_args.precision = precision
+            .parse()
+            .map_err(|e| anyhow::anyhow!("[model] precision: {e}"))?;
+    }
     if let (false, Some(detector)) = (from_cli("detector"), &config.model.detector) {
         model_args.detector = match detector.as_str() {
             "short" => DetectorChoice::Short,
@@ -1028,26 +1062,35 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
                 classifier.ensemble(),
                 classifier.crop(),
             )?;
+            let which = match args.graph {
+                GraphChoice::Both => Graphs::Both,
+                GraphChoice::Detector => Graphs::Detector,
+                GraphChoice::Ensemble => Graphs::Ensemble,
+            };
             let stats = ferrite::bench::run_graphs(
                 &inputs,
                 detector,
                 classifier.ensemble(),
+                which,
                 args.runs,
                 args.warmup,
             )?;
             let name = &classifier.ensemble().manifest().name;
-            let tensors = [
-                (
+            let mut tensors = Vec::new();
+            if which.detector() {
+                tensors.push((
                     format!("detect-{detector_name}.f32"),
                     &inputs.detector,
                     inputs.detector_shape,
-                ),
-                (
+                ));
+            }
+            if which.ensemble() {
+                tensors.push((
                     format!("ensemble-{name}.f32"),
                     &inputs.ensemble,
                     inputs.ensemble_shape,
-                ),
-            ];
+                ));
+            }
             for (stats, (file, values, shape)) in stats.into_iter().zip(tensors) {
                 let input_file = match &args.save_inputs {
                     Some(dir) => Some(write_f32(dir, &file, values)?),
