@@ -58,6 +58,18 @@ ARCHES = {
     "armv7": ("armv7-unknown-linux-gnueabihf", "qemu-arm", ["cortex-a7"], "/lib/ld-linux-armhf.so.3",
               "/usr/arm-linux-gnueabihf"),
 }
+# What tract must be told on each emulated core. qemu-user 7.2 shows the guest the host's
+# /proc/cpuinfo, where tract reads the core's part number (Cortex-A53 and A55 get their own kernels)
+# and "asimdhp" (FP16 arithmetic); so each core's kind is passed as a board's /proc/cpuinfo would
+# give it. Cortex-A76 has no kind of its own in tract-linalg 0.23.9: Cortex-A75 is the kind it
+# credits with FP16 and the dot product, which the A76 has, and it changes no other kernel choice.
+# Only cores listed in FP16_CPUS get f16 rows: elsewhere tract emulates f16, far slower than f32.
+CPU_ENV = {
+    "cortex-a53": {"TRACT_CPU_AARCH64_KIND": "cortex-a53"},
+    "cortex-a72": {"TRACT_CPU_AARCH64_KIND": "cortex-a72"},
+    "cortex-a76": {"TRACT_CPU_AARCH64_KIND": "cortex-a75"},
+}
+FP16_CPUS = {"cortex-a76"}
 # qemu-user: the dynamic QEMU that can load plugins; xz-utils: the source tarballs.
 PACKAGES = ["qemu-user", "gcc", "xz-utils"]
 HEADER = "include/qemu/qemu-plugin.h"
@@ -117,13 +129,22 @@ def has_graph_flag(help_text):
     return re.search(r"^\s*--graph\b", help_text, re.M) is not None
 
 
-def jobs(models, graph_flag, detector):
+def has_precision_flag(help_text):
+    """Whether `ferrite bench --help` offers `--precision` (f16 arithmetic for float models)."""
+    return re.search(r"^\s*--precision\b", help_text, re.M) is not None
+
+
+def jobs(models, graph_flag, detector, f16=False):
     """What to count on each core: (label, format, graph, extra bench arguments). With --graph, every
-    model's ensemble alone and the detector once; without it, every model's run of both graphs."""
+    model's ensemble alone (and, with `f16`, every fp32 model's ensemble in f16 too) and the detector
+    once; without it, every model's run of both graphs."""
     out = []
     for m in models:
         if graph_flag:
             out.append((m["name"], m["format"], "ensemble", ["--model", m["name"], "--graph", "ensemble"]))
+            if f16 and m["format"] == "fp32":
+                out.append((m["name"], "f16", "ensemble",
+                            ["--model", m["name"], "--graph", "ensemble", "--precision", "f16"]))
         else:
             out.append((m["name"], m["format"], f"detector ({detector}) + ensemble", ["--model", m["name"]]))
     if graph_flag and models:
@@ -353,9 +374,9 @@ def describe(cmd):
     return " ".join([Path(cmd[0]).name, *cmd[i:i + 2], *[Path(c).name for c in cmd[i + 2:i + 3]], *cmd[i + 3:]])
 
 
-def run_guest(cmd, timeout):
+def run_guest(cmd, timeout, env=None):
     try:
-        out = sh([str(c) for c in cmd], timeout=timeout, cwd=ROOT)
+        out = sh([str(c) for c in cmd], timeout=timeout, cwd=ROOT, env=dict(os.environ, **(env or {})))
     except subprocess.TimeoutExpired:
         raise Fail(f"{describe(cmd)} did not finish in {timeout} s")
     if out.returncode != 0:
@@ -416,8 +437,12 @@ def main():
                 models = [m for m in models if m["name"] in wanted]
                 if len(models) != len(wanted):
                     raise Fail(f"{arch}: bundled models are not all of {wanted}")
-            graph_flag = has_graph_flag(run_guest(guest(arch, binary, cpus[0]) + ["bench", "--help"], args.timeout))
-            meta["binaries"][arch] = {"path": str(binary), "sha256": sha256(binary), "graph_flag": graph_flag}
+            bench_help = run_guest(guest(arch, binary, cpus[0]) + ["bench", "--help"], args.timeout)
+            graph_flag = has_graph_flag(bench_help)
+            precision_flag = has_precision_flag(bench_help)
+            meta["binaries"][arch] = {"path": str(binary), "sha256": sha256(binary), "graph_flag": graph_flag,
+                                      "precision_flag": precision_flag}
+            meta["cpu_env"] = CPU_ENV
             if not graph_flag:
                 print(f"insn_count: {binary} has no `bench --graph`: counting detector + ensemble per run",
                       file=sys.stderr)
@@ -425,7 +450,8 @@ def main():
                 def count(bench, graph, runs):
                     out = Path(tmp) / "count"
                     out.unlink(missing_ok=True)
-                    stdout = run_guest(guest(arch, binary, cpu, plugin, out) + bench, args.timeout)
+                    stdout = run_guest(guest(arch, binary, cpu, plugin, out) + bench, args.timeout,
+                                       CPU_ENV.get(cpu))
                     check_bench_output(stdout, graph, runs)
                     if not out.exists():
                         raise Fail(f"the plugin wrote no count for {' '.join(bench)}")
@@ -435,7 +461,8 @@ def main():
                     print(f"insn_count: {arch} {cpu} {' '.join(bench)}: {counts['insns']} instructions",
                           file=sys.stderr)
                     return counts["insns"]
-                for row in measure(count, jobs(models, graph_flag, args.detector), args.runs, args.warmup,
+                f16 = precision_flag and cpu in FP16_CPUS
+                for row in measure(count, jobs(models, graph_flag, args.detector, f16), args.runs, args.warmup,
                                    args.detector):
                     rows.append({"arch": arch, "cpu": cpu, **row})
     with_ratios(rows)

@@ -59,7 +59,7 @@ pub struct ModelConfig {
     pub detector: Option<String>,
     /// `stored` (the model file's own arithmetic) or `f16` (a float model halved at load time).
     /// Default stored.
-    pub precision: Option<String>,
+    pub precision: Option<crate::ensemble::Precision>,
 }
 
 /// The board profiles in boards/, embedded so `--board` works with the binary alone.
@@ -296,6 +296,7 @@ mod tests {
             "[display]\ndriver = \"png\"\ncolour = 1\n",
             "[gpio]\nchips = \"x\"\n",
             "[display]\ndriver = \"vga\"\n",
+            "[model]\nprecision = \"half\"\n",
         ] {
             let err = Config::from_toml(text, "t").unwrap_err();
             assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err}");

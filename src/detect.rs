@@ -41,6 +41,20 @@ pub enum DetectorModel {
 }
 
 impl DetectorModel {
+    /// The default minimum score. Above every faceless image's best score, as low as that
+    /// allows: cameras give the detector gray frames (Y of YUYV, no colour conversion), where
+    /// faces score lower than in colour (the astronaut in a 640x480 frame: 0.68 gray, 0.87 colour).
+    /// Short: scikit-image's 20 faceless samples scored at most 0.58 and 40 faceless crops of the
+    /// test photos at most 0.49; `models/detector_threshold.py` measured 0.6 to find 77 % of 200
+    /// gray FER2013 faces in 640x480 frames where 0.75 found 56 %. Long: 0.68 on the faceless
+    /// samples and 0.80 on the cat photo, so it keeps keijiro's 0.75.
+    pub fn default_score_threshold(self) -> f32 {
+        match self {
+            DetectorModel::Short => 0.6,
+            DetectorModel::Long => 0.75,
+        }
+    }
+
     /// Side of the square model input, in pixels.
     pub fn input_size(self) -> usize {
         match self {
@@ -99,10 +113,9 @@ pub struct Face {
 pub struct DetectorConfig {
     /// Which BlazeFace graph to run.
     pub model: DetectorModel,
-    /// Minimum detector confidence, in `[0, 1]`. Default 0.75 (as keijiro's BlazeFaceBarracuda;
-    /// MediaPipe uses 0.5): on scikit-image's 20 faceless sample photos and drawings the best
-    /// score anywhere was 0.58 (short) and 0.68 (long; 0.80 on the cat photo), while real faces
-    /// scored 0.77-0.95 (astronaut 0.92, cameraman 0.79, pasted crops down to 73 px 0.88).
+    /// Minimum detector confidence, in `[0, 1]`. Default: the model's
+    /// [`DetectorModel::default_score_threshold`] (MediaPipe uses 0.5, keijiro's
+    /// BlazeFaceBarracuda 0.75).
     pub score_threshold: f32,
     /// Detections overlapping more than this (intersection over union) are merged, in `[0, 1]`.
     pub iou_threshold: f32,
@@ -114,9 +127,16 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
+        DetectorConfig::for_model(DetectorModel::Short)
+    }
+}
+
+impl DetectorConfig {
+    /// Defaults for `model`, its own score threshold included.
+    pub fn for_model(model: DetectorModel) -> Self {
         DetectorConfig {
-            model: DetectorModel::Short,
-            score_threshold: 0.75,
+            model,
+            score_threshold: model.default_score_threshold(),
             iou_threshold: 0.3,
             min_face_size: 20.0,
             max_faces: 16,

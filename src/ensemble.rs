@@ -65,8 +65,9 @@ impl Prediction {
     }
 }
 
-/// The arithmetic a float model runs in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The arithmetic a float model runs in (`[model] precision` in the config: "stored" or "f16").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// As the ONNX file stores it (f32 weights, or int8 kernels for a quantized file).
     #[default]
@@ -310,6 +311,20 @@ fn has_output(model: &InferenceModel, name: &str) -> bool {
     })
 }
 
+fn run_error(e: TractError) -> EnsembleError {
+    EnsembleError::Run(format!("{e:#}"))
+}
+
+/// One operator kind's share of a graph run ([`Session::profile_prepared`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// tract's operator name after optimisation, e.g. `OptMatMul` (convolutions and matrix
+    /// products), `OptMaxPool`, `Pad`.
+    pub op: String,
+    /// Median over the runs of this kind's summed node times in one run.
+    pub median_ms: f64,
+}
+
 /// Per-thread inference state: reuses tract's op states and the input buffer across faces.
 pub struct Session<'a> {
     ensemble: &'a Ensemble,
@@ -362,11 +377,9 @@ impl Session<'_> {
         self.run_prepared()
     }
 
-    /// The inference half of [`Session::predict`]: runs the model on what [`Session::prepare`]
-    /// left in the input buffer.
-    pub fn run_prepared(&mut self) -> Result<Prediction, EnsembleError> {
-        let manifest = &self.ensemble.manifest;
-        let spec = &manifest.input;
+    /// The tensor the graph takes, built from the input buffer.
+    fn input_tensor(&mut self) -> Result<Tensor, EnsembleError> {
+        let spec = &self.ensemble.manifest.input;
         let plane = spec.height * spec.width;
         if self.pixels.len() == plane && spec.channels == 3 {
             self.pixels.extend_from_within(0..plane);
@@ -379,7 +392,6 @@ impl Session<'_> {
                 plane * spec.channels
             )));
         }
-        let run_error = |e: TractError| EnsembleError::Run(format!("{e:#}"));
         let mut input =
             Tensor::from_shape(&[1, spec.channels, spec.height, spec.width], &self.pixels)
                 .map_err(run_error)?;
@@ -389,10 +401,55 @@ impl Session<'_> {
                 .map_err(run_error)?
                 .into_owned();
         }
-        let outputs = self
-            .state
-            .run(tvec!(input.into()))
-            .map_err(|e| EnsembleError::Run(format!("{e:#}")))?;
+        Ok(input)
+    }
+
+    /// Where the time of one graph run goes: runs the prepared input `runs` times, timing every
+    /// node, and returns each operator kind's median time per run, slowest first. For finding
+    /// what to optimise on a board (`ferrite bench --graphs-only --profile`).
+    pub fn profile_prepared(&mut self, runs: usize) -> Result<Vec<OpTime>, EnsembleError> {
+        let input = self.input_tensor()?;
+        let mut per_run: Vec<std::collections::HashMap<String, f64>> = Vec::new();
+        for _ in 0..runs.max(1) {
+            let mut times = std::collections::HashMap::new();
+            self.state
+                .run_plan_with_eval(tvec!(input.clone().into()), |ctx, state, node, inputs| {
+                    let start = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+                    *times.entry(node.op().name().to_string()).or_insert(0.0) +=
+                        start.elapsed().as_secs_f64() * 1e3;
+                    out
+                })
+                .map_err(run_error)?;
+            per_run.push(times);
+        }
+        let mut ops: Vec<String> = per_run.iter().flat_map(|t| t.keys().cloned()).collect();
+        ops.sort();
+        ops.dedup();
+        let mut out: Vec<OpTime> = ops
+            .into_iter()
+            .map(|op| {
+                let mut ms: Vec<f64> = per_run
+                    .iter()
+                    .map(|t| t.get(&op).copied().unwrap_or(0.0))
+                    .collect();
+                ms.sort_by(f64::total_cmp);
+                OpTime {
+                    median_ms: ms[ms.len() / 2],
+                    op,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
+        Ok(out)
+    }
+
+    /// The inference half of [`Session::predict`]: runs the model on what [`Session::prepare`]
+    /// left in the input buffer.
+    pub fn run_prepared(&mut self) -> Result<Prediction, EnsembleError> {
+        let manifest = &self.ensemble.manifest;
+        let input = self.input_tensor()?;
+        let outputs = self.state.run(tvec!(input.into())).map_err(run_error)?;
         let values = |ix: usize| -> Result<Vec<f32>, EnsembleError> {
             let values = outputs[ix].cast_to::<f32>().map_err(run_error)?;
             Ok(values
@@ -487,6 +544,52 @@ mod tests {
     #[test]
     fn int8_fixture_matches_onnxruntime() {
         check_parity("ensemble-int8");
+    }
+
+    #[test]
+    fn f16_fixture_stays_near_onnxruntime_and_int8_refuses_f16() {
+        let dir = fixture_dir("ensemble");
+        let ensemble =
+            Ensemble::load_with(&models::from_path(&dir).unwrap(), Precision::F16).unwrap();
+        assert_eq!(ensemble.precision(), Precision::F16);
+        let got = ensemble
+            .session()
+            .unwrap()
+            .predict_normalised(&read_f32(&dir.join("input.f32")))
+            .unwrap();
+        // Half precision keeps about three significant digits.
+        assert_close(
+            "probabilities",
+            &got.probabilities,
+            &read_f32(&dir.join("probabilities.f32")),
+            5e-3,
+        );
+        let int8 = models::from_path(&fixture_dir("ensemble-int8")).unwrap();
+        let err = Ensemble::load_with(&int8, Precision::F16).unwrap_err();
+        assert!(err.to_string().contains("quantized"), "{err}");
+        assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+        assert!("half".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn profile_names_every_operator_kind_slowest_first() {
+        let dir = fixture_dir("ensemble");
+        let ensemble = Ensemble::load(&models::from_path(&dir).unwrap()).unwrap();
+        let mut session = ensemble.session().unwrap();
+        session
+            .predict_normalised(&read_f32(&dir.join("input.f32")))
+            .unwrap();
+        let profile = session.profile_prepared(3).unwrap();
+        assert!(
+            profile.iter().any(|o| o.op.contains("MatMul")),
+            "{profile:?}"
+        );
+        assert!(profile.windows(2).all(|w| w[0].median_ms >= w[1].median_ms));
+        assert!(profile.iter().all(|o| o.median_ms >= 0.0));
+        let mut names: Vec<&str> = profile.iter().map(|o| o.op.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), profile.len(), "one row per operator kind");
     }
 
     #[test]

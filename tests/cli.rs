@@ -169,7 +169,7 @@ fn models_lists_the_bundled_default() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("fer2013-48-int8") && text.contains("(default)"),
+        text.contains("fer2013-48-fp32") && text.contains("(default)"),
         "{text}"
     );
     let out = ferrite(&["models", "--json"]);

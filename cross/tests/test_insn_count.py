@@ -68,6 +68,11 @@ def test_graph_flag_and_jobs():
     assert [(j[0], j[2]) for j in split] == [("fer2013-48-int8", "ensemble"), ("fer2013-48-fp32", "ensemble"),
                                               ("blazeface-long", "detector")]
     assert split[2][3] == ["--model", "fer2013-48-int8", "--graph", "detector"]
+    with_f16 = ic.jobs(MODELS, True, "short", f16=True)
+    assert [(j[0], j[1]) for j in with_f16] == [("fer2013-48-int8", "int8"), ("fer2013-48-fp32", "fp32"),
+                                                 ("fer2013-48-fp32", "f16"), ("blazeface-short", "fp32")]
+    assert with_f16[2][3][-2:] == ["--precision", "f16"]
+    assert ic.has_precision_flag("      --precision <stored|f16>\n") and not ic.has_precision_flag(old)
     assert ic.bench_args(split[0][3], "long", 1, 5) == [
         "bench", "--graphs-only", "--json", "--detector", "long", "--warmup", "1", "--runs", "5",
         "--model", "fer2013-48-int8", "--graph", "ensemble"]
@@ -147,13 +152,16 @@ def test_main_writes_table_and_json(tmp_path, monkeypatch, capsys):
     per = {"detector": 34_000_000, "fer2013-48-fp32": 71_800_000, "fer2013-48-int8": 118_200_000}
     count, _ = fake_count(per)
 
-    def run_guest(cmd, timeout):
+    envs = {}
+
+    def run_guest(cmd, timeout, env=None):
         cmd = [str(c) for c in cmd]
         args = cmd[cmd.index(str(binary)) + 1:]
         if args[0] == "models":
             return json.dumps(MODELS)
         if args == ["bench", "--help"]:
-            return "      --graphs-only\n      --graph <GRAPH>\n"
+            return "      --graphs-only\n      --graph <GRAPH>\n      --precision <stored|f16>\n"
+        envs[cmd[cmd.index("-cpu") + 1]] = env
         out = Path(cmd[cmd.index("-plugin") + 1].split(",out=")[1])
         graph = args[args.index("--graph") + 1]
         runs = int(args[args.index("--runs") + 1])
@@ -170,7 +178,10 @@ def test_main_writes_table_and_json(tmp_path, monkeypatch, capsys):
     ic.main()
     printed = capsys.readouterr().out
     assert "not a time" in printed and "qemu-aarch64 version 7.2" in printed
-    assert printed.count("cortex-a72") == 3 and printed.count("cortex-a76") == 3
+    # f16 only where the core has FP16 arithmetic, with tract told so.
+    assert printed.count("cortex-a72") == 3 and printed.count("cortex-a76") == 4
+    assert envs == {"cortex-a72": {"TRACT_CPU_AARCH64_KIND": "cortex-a72"},
+                    "cortex-a76": {"TRACT_CPU_AARCH64_KIND": "cortex-a75"}}
     report = json.loads(out_json.read_text())
     assert report["note"] == ic.NOTE and report["runs"] == [2, 5, 8]
     assert report["binaries"]["aarch64"]["graph_flag"] is True
