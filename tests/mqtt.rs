@@ -205,13 +205,18 @@ fn wait_until_reporting(rx: &Receiver<Message>, seen: &mut Vec<Message>) {
         rx,
         seen,
         Duration::from_secs(90),
-        "online, appeared, state",
+        "online, appeared, state, expression",
         |s| {
             has(s, &avail(), |m| m.text() == "online")
                 && has(s, &format!("{BASE}/events"), |m| {
                     m.json()["type"] == "appeared" && m.json()["schema"] == 1
                 })
                 && has(s, &state1(), |m| m.json()["label"] == "happy")
+                // The primary expression is published after the track's state; a late subscriber
+                // that connects in between gets the retained "none" of start-up (seen here).
+                && has(s, &format!("{BASE}/expression"), |m| {
+                    m.json()["label"] == "happy"
+                })
         },
     );
 }
