@@ -506,10 +506,11 @@ mod tests {
     }
 
     /// tract must reproduce onnxruntime's outputs on the committed reference input.
-    fn check_parity(fixture: &str) {
+    fn check_parity(fixture: &str, precision: Precision, tol: f32) {
         let dir = fixture_dir(fixture);
         let source = models::from_path(&dir).unwrap();
-        let ensemble = Ensemble::load(&source).unwrap();
+        let ensemble = Ensemble::load_with(&source, precision).unwrap();
+        assert_eq!(ensemble.precision(), precision);
         let mut session = ensemble.session().unwrap();
         let got = session
             .predict_normalised(&read_f32(&dir.join("input.f32")))
@@ -518,52 +519,38 @@ mod tests {
             "probabilities",
             &got.probabilities,
             &read_f32(&dir.join("probabilities.f32")),
-            1e-4,
+            tol,
         );
         let parts: Vec<f32> = got.part_probabilities.concat();
         assert_close(
             "part_probabilities",
             &parts,
             &read_f32(&dir.join("part_probabilities.f32")),
-            1e-4,
+            tol,
         );
         let landmarks: Vec<f32> = got.landmarks.unwrap().concat();
         assert_close(
             "landmarks",
             &landmarks,
             &read_f32(&dir.join("landmarks.f32")),
-            1e-4,
+            tol,
         );
     }
 
     #[test]
     fn fp32_fixture_matches_onnxruntime() {
-        check_parity("ensemble");
+        check_parity("ensemble", Precision::Stored, 1e-4);
     }
 
     #[test]
     fn int8_fixture_matches_onnxruntime() {
-        check_parity("ensemble-int8");
+        check_parity("ensemble-int8", Precision::Stored, 1e-4);
     }
 
     #[test]
     fn f16_fixture_stays_near_onnxruntime_and_int8_refuses_f16() {
-        let dir = fixture_dir("ensemble");
-        let ensemble =
-            Ensemble::load_with(&models::from_path(&dir).unwrap(), Precision::F16).unwrap();
-        assert_eq!(ensemble.precision(), Precision::F16);
-        let got = ensemble
-            .session()
-            .unwrap()
-            .predict_normalised(&read_f32(&dir.join("input.f32")))
-            .unwrap();
         // Half precision keeps about three significant digits.
-        assert_close(
-            "probabilities",
-            &got.probabilities,
-            &read_f32(&dir.join("probabilities.f32")),
-            5e-3,
-        );
+        check_parity("ensemble", Precision::F16, 5e-3);
         let int8 = models::from_path(&fixture_dir("ensemble-int8")).unwrap();
         let err = Ensemble::load_with(&int8, Precision::F16).unwrap_err();
         assert!(err.to_string().contains("quantized"), "{err}");
