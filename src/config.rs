@@ -243,6 +243,10 @@ mod tests {
             panic!("display: {:?}", config.display);
         };
         assert_eq!((dc, reset), (25, Some(27)));
+        assert_eq!(
+            config.model.precision,
+            Some(crate::ensemble::Precision::Stored)
+        );
         let gpio = config.gpio.expect("gpio");
         assert_eq!(gpio.chip, "pinctrl-rp1");
         assert_eq!(gpio.outputs.len(), 3);
@@ -332,6 +336,11 @@ mod tests {
         assert_eq!(config.camera.size.to_string(), "320x240");
         assert_eq!(config.camera.fps, Some(30.0), "kept from the board");
         assert_eq!(config.pipeline.detect_every, 2, "kept from the board");
+        assert_eq!(
+            config.model.precision,
+            Some(crate::ensemble::Precision::F16),
+            "kept from the board"
+        );
         let Some(DisplayConfig::Ssd1306(oled)) = &config.display else {
             panic!("{:?}", config.display);
         };
