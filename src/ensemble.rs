@@ -179,7 +179,7 @@ impl Ensemble {
             .and_then(|m| m.into_decluttered())
             .map_err(|e| interface(format!("{e:#}")))?;
         if precision == Precision::F16 {
-            if !tract_onnx::tract_core::tract_linalg::has_fp16() {
+            if !native_f16() {
                 log::warn!(
                     "this CPU has no native FP16 arithmetic: f16 is emulated and runs thousands \
                      of times slower than --precision stored"
@@ -260,6 +260,12 @@ impl Ensemble {
             pixels: Vec::new(),
         })
     }
+}
+
+/// Whether this CPU has FP16 arithmetic that tract uses (Cortex-A55/A75/A76/A78 and later, Apple
+/// M). Without it [`Precision::F16`] runs through tract's emulation, thousands of times slower.
+pub fn native_f16() -> bool {
+    tract_onnx::tract_core::tract_linalg::has_fp16()
 }
 
 /// Rewrites every f32 tensor and operator of a float graph to f16. A quantized graph has no f32

@@ -443,8 +443,9 @@ struct PipelineArgs {
     model: String,
 
     /// Arithmetic of a float model: `stored` (as the file stores it) or `f16` (translated at
-    /// load time; faster only on CPUs with FP16 arithmetic such as the Cortex-A76 of a
-    /// Raspberry Pi 5, see README "Performance"). An int8 model accepts only `stored`.
+    /// load time; for CPUs with FP16 arithmetic such as the Cortex-A76 of a Raspberry Pi 5, see
+    /// README "Performance"; elsewhere a warning and the stored model). An int8 model accepts
+    /// only `stored`.
     #[arg(long, default_value = "stored", value_name = "stored|f16", value_parser = precision)]
     precision: Precision,
 
@@ -714,7 +715,19 @@ fn build_classifier(args: &PipelineArgs) -> Result<Classifier> {
     if let Some(scale) = args.crop_scale {
         crop.scale = scale;
     }
-    let ensemble = Ensemble::load_with(&source, args.precision)?;
+    // A board profile's f16 on a CPU without FP16 (a config tried on a desktop, an older board)
+    // would run thousands of times slower than the stored model: run that instead and say so.
+    let precision = if args.precision == Precision::F16 && !ferrite::ensemble::native_f16() {
+        log::warn!(
+            "precision f16: this CPU has no FP16 arithmetic (tract would emulate it, thousands of \
+             times slower); running {} as stored",
+            source.manifest.name
+        );
+        Precision::Stored
+    } else {
+        args.precision
+    };
+    let ensemble = Ensemble::load_with(&source, precision)?;
     let detector = if args.no_detect {
         None
     } else {

@@ -163,6 +163,37 @@ fn pretty_prints_a_table() {
     assert!(text.contains("happy"), "{text}");
 }
 
+/// A board profile's f16 must not make a CPU without FP16 arithmetic (this x86_64 host, a Pi 4)
+/// emulate it: the binary warns and runs the stored model, with the same result.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f16_without_fp16_arithmetic_warns_and_runs_the_stored_model() {
+    let image = astronaut();
+    let args = |precision| {
+        vec![
+            "classify",
+            s(&image),
+            "--threads",
+            "1",
+            "--model",
+            "fer2013-48-fp32",
+            "--precision",
+            precision,
+        ]
+    };
+    let f16 = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args("f16"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(f16.status.success());
+    let stderr = String::from_utf8_lossy(&f16.stderr);
+    assert!(stderr.contains("no FP16 arithmetic"), "{stderr}");
+    assert_eq!(json_lines(&f16), json_lines(&ferrite(&args("stored"))));
+    let bad = ferrite(&["classify", s(&astronaut()), "--precision", "half"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
 #[test]
 fn models_lists_the_bundled_default() {
     let out = ferrite(&["models"]);
