@@ -159,8 +159,10 @@ def bench_args(extra, detector, warmup, runs):
             "--runs", str(runs), *extra]
 
 
-def check_bench_output(stdout, graph, runs):
-    """The bench printed JSON rows for the graphs asked for, each with `runs` timed runs."""
+def check_bench_output(stdout, graph, runs, precision=None):
+    """The bench printed JSON rows for the graphs asked for, each with `runs` timed runs, and (when
+    `precision` is given) ran the ensemble in it: a binary falls back from f16 to the stored model
+    where tract sees no FP16 arithmetic, which would make an f16 row silently count fp32."""
     try:
         rows = json.loads(stdout)
     except json.JSONDecodeError:
@@ -170,6 +172,8 @@ def check_bench_output(stdout, graph, runs):
     got = [r.get("stage") for r in rows]
     if got != want or any(r.get("runs") != runs for r in rows):
         raise Fail(f"bench printed stages {got} with runs {[r.get('runs') for r in rows]}, expected {want} x {runs}")
+    if precision and any(r.get("precision") != precision for r in rows):
+        raise Fail(f"bench ran precision {[r.get('precision') for r in rows]}, asked for {precision}")
 
 
 def with_ratios(rows):
@@ -452,7 +456,8 @@ def main():
                     out.unlink(missing_ok=True)
                     stdout = run_guest(guest(arch, binary, cpu, plugin, out) + bench, args.timeout,
                                        CPU_ENV.get(cpu))
-                    check_bench_output(stdout, graph, runs)
+                    precision = bench[bench.index("--precision") + 1] if "--precision" in bench else None
+                    check_bench_output(stdout, graph, runs, precision)
                     if not out.exists():
                         raise Fail(f"the plugin wrote no count for {' '.join(bench)}")
                     counts = parse_counts(out.read_text())

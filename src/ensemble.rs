@@ -66,7 +66,7 @@ impl Prediction {
 }
 
 /// The arithmetic a float model runs in (`[model] precision` in the config: "stored" or "f16").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// As the ONNX file stores it (f32 weights, or int8 kernels for a quantized file).

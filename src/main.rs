@@ -996,6 +996,8 @@ fn thread_list(s: &str) -> Result<ThreadList, String> {
 #[derive(Serialize)]
 struct BenchRow {
     model: String,
+    /// The arithmetic the ensemble ran in (after any f16 fallback).
+    precision: Precision,
     detector: &'static str,
     threads: usize,
     tract_threads: usize,
@@ -1054,6 +1056,7 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         };
         let row = |threads, stats, frames_per_s| BenchRow {
             model: args.pipeline.model.clone(),
+            precision: classifier.ensemble().precision(),
             detector: detector_name,
             threads,
             tract_threads,

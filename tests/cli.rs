@@ -397,3 +397,38 @@ fn a_missing_display_is_a_warning_and_classification_goes_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ferrite.toml:3:1"), "{stderr}");
 }
+
+#[test]
+fn bench_times_one_graph_with_its_operator_profile() {
+    let out = ferrite(&[
+        "bench",
+        "--graphs-only",
+        "--graph",
+        "ensemble",
+        "--profile",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["stage"], "ensemble graph");
+    assert_eq!(rows[0]["precision"], "stored");
+    let profile = rows[0]["profile"].as_array().expect("profile");
+    assert!(
+        profile
+            .iter()
+            .any(|o| o["op"].as_str().unwrap().contains("MatMul")),
+        "{profile:?}"
+    );
+    let bad = ferrite(&["bench", "--graph", "ensemble"]);
+    assert_eq!(bad.status.code(), Some(2), "--graph needs --graphs-only");
+}

@@ -88,6 +88,11 @@ def test_check_bench_output():
         ic.check_bench_output(both, "detector (short) + ensemble", 8)
     with pytest.raises(ic.Fail):
         ic.check_bench_output("MODEL DETECTOR ...", "ensemble", 5)
+    f16 = json.dumps([{"stage": "ensemble graph", "runs": 2, "precision": "f16"}])
+    ic.check_bench_output(f16, "ensemble", 2, "f16")
+    fell_back = json.dumps([{"stage": "ensemble graph", "runs": 2, "precision": "stored"}])
+    with pytest.raises(ic.Fail):
+        ic.check_bench_output(fell_back, "ensemble", 2, "f16")
 
 
 def fake_count(per_graph):
@@ -167,7 +172,8 @@ def test_main_writes_table_and_json(tmp_path, monkeypatch, capsys):
         runs = int(args[args.index("--runs") + 1])
         out.write_text(f"insns {count(args, graph, runs)}\nvcpus 1\n")
         stage = {"ensemble": "ensemble graph", "detector": "detect graph"}[graph]
-        return json.dumps([{"stage": stage, "runs": runs}])
+        precision = args[args.index("--precision") + 1] if "--precision" in args else "stored"
+        return json.dumps([{"stage": stage, "runs": runs, "precision": precision}])
 
     monkeypatch.setattr(ic, "run_guest", run_guest)
     monkeypatch.setattr(ic, "build_plugin", lambda no_apt, qemus: (ic.CACHE / "fake.so", "1:7.2+dfsg-7"))
