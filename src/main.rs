@@ -121,6 +121,7 @@ enum Command {
             ensemble graph, the two tract graphs alone.\n\n\
             --json prints an array with one object per model, thread count and stage:\n  \
             model         string  model name as given (--model or a bundled name)\n  \
+            precision     string  \"stored\" or \"f16\": what the ensemble ran in\n  \
             detector      string  \"short\" or \"long\"\n  \
             threads       number  concurrent workers (1 with --graphs-only)\n  \
             tract_threads number  --tract-threads: tract's intra-op threads per graph run\n  \
@@ -132,7 +133,9 @@ enum Command {
             second of wall time\n  \
             input_shape   array   --graphs-only rows only: the graph's input shape\n  \
             input_file    string  --graphs-only with --save-inputs: that input as raw \
-            little-endian f32"
+            little-endian f32\n  \
+            profile       array   --profile, ensemble graph row: {op, median_ms} per tract \
+            operator kind, slowest first"
     )]
     Bench(BenchArgs),
     /// List the V4L2 cameras: driver, formats, sizes and frame rates.
