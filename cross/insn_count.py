@@ -17,11 +17,12 @@ graph are counted separately; without it every run is one detector graph plus on
 
 These are instruction counts under emulation: they show which kernels tract picks on that core
 (NEON, SDOT when the core has FEAT_DotProd) and how much work they execute, and are an estimate,
-not time; qemu's wall time says nothing about a board. Caveat: qemu-user 7.2 passes the host's
-/proc/cpuinfo through, so tract finds no "CPU part" or "Features" line there (it warns); it reads
-FEAT_DotProd from AT_HWCAP, which qemu sets for the emulated core. On a board tract would also see
-the part number (which, in tract-linalg 0.23.9, only changes kernel choices on Cortex-A53/A55/A75)
-and, on a Cortex-A76, asimdhp (which only adds kernels for f16 tensors).
+not time; qemu's wall time says nothing about a board. qemu-user 7.2 passes the host's /proc/cpuinfo
+through, where tract looks for the core's part number and "asimdhp" (it warns that it finds neither),
+so each core's kind is passed to tract as a board would give it (CPU_ENV below: the Cortex-A53's own
+kernels; FP16 and the dot product on the A76). tract reads FEAT_DotProd from AT_HWCAP itself. f16 rows
+are counted only on cores with FP16 arithmetic (FP16_CPUS), and a bench that fell back to the stored
+model is refused.
 
 Setup (idempotent; `--no-apt` only checks): Debian's dynamic qemu-user (qemu-user-static cannot
 load plugins; installed without recommends, since qemu-user-binfmt conflicts with the
