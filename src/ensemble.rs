@@ -14,6 +14,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::align;
+use crate::direct_conv::{self, Backend};
 use crate::models::{Manifest, ModelSource};
 
 /// 68-point landmarks (iBUG 300-W order), in crop coordinates normalised to [0, 1].
@@ -96,6 +97,8 @@ pub struct Ensemble {
     plan: Arc<TypedRunnableModel>,
     manifest: Manifest,
     precision: Precision,
+    /// Who runs the backbones' convolutions: ferrite's direct kernels, or tract (`None`).
+    conv: Option<Backend>,
     /// What the optimised graph takes: f16 after [`Precision::F16`], else f32.
     input_type: DatumType,
 }
@@ -113,8 +116,23 @@ impl Ensemble {
         Self::load_with(source, Precision::Stored)
     }
 
-    /// [`Ensemble::load`] in the given arithmetic; [`Precision::F16`] needs a float model.
+    /// [`Ensemble::load`] in the given arithmetic; [`Precision::F16`] needs a float model. The
+    /// convolution kernels come from `FERRITE_CONV` ([`ConvKernels::from_env`]).
     pub fn load_with(source: &ModelSource, precision: Precision) -> Result<Self, EnsembleError> {
+        let kernels = ConvKernels::from_env().map_err(|reason| EnsembleError::Optimise {
+            origin: source.origin.clone(),
+            reason,
+        })?;
+        Self::load_with_kernels(source, precision, kernels)
+    }
+
+    /// [`Ensemble::load_with`] with the convolution kernels given. Direct kernels apply to float
+    /// models in [`Precision::Stored`] only; elsewhere tract runs every convolution.
+    pub fn load_with_kernels(
+        source: &ModelSource,
+        precision: Precision,
+        kernels: ConvKernels,
+    ) -> Result<Self, EnsembleError> {
         let origin = source.origin.clone();
         let manifest = source.manifest.clone();
         let interface = |reason: String| EnsembleError::Interface {
@@ -190,6 +208,23 @@ impl Ensemble {
                 reason,
             })?;
         }
+        let optimise = |reason: String| EnsembleError::Optimise {
+            origin: origin.clone(),
+            reason,
+        };
+        let direct = match precision {
+            Precision::Stored => kernels.resolve(),
+            Precision::F16 => None,
+        };
+        let conv = match direct {
+            Some(backend) => {
+                let taken = direct_conv::replace_conv_chains(&mut typed, backend)
+                    .map_err(|e| optimise(format!("{e:#}")))?;
+                log::debug!("{taken} convolutions run by {}", backend.name());
+                (taken > 0).then_some(backend)
+            }
+            None => None,
+        };
         let typed = typed
             .into_optimized()
             .map_err(|e| interface(format!("{e:#}")))?;
@@ -229,6 +264,7 @@ impl Ensemble {
             plan,
             manifest,
             precision,
+            conv,
             input_type,
         })
     }
@@ -239,6 +275,11 @@ impl Ensemble {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Who runs the convolutions: "direct-avx512", "direct-portable" or "tract".
+    pub fn conv_kernels(&self) -> &'static str {
+        self.conv.map_or("tract", Backend::name)
     }
 
     /// Side of the square crop the model expects (its input height and width).
@@ -259,6 +300,65 @@ impl Ensemble {
             state,
             pixels: Vec::new(),
         })
+    }
+}
+
+/// The environment variable that picks the convolution kernels (see [`ConvKernels`]). For
+/// comparing kernels, and for working around a suspected kernel bug without a rebuild.
+pub const CONV_ENV: &str = "FERRITE_CONV";
+
+/// Who runs the backbones' 3x3 convolutions (`FERRITE_CONV`: auto, tract, avx512, portable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConvKernels {
+    /// ferrite's direct kernels where they were measured faster than tract's (x86_64 with
+    /// AVX-512F), tract's everywhere else.
+    #[default]
+    Auto,
+    /// tract's own im2col + matrix-product kernels.
+    Tract,
+    /// ferrite's direct kernels on the given backend, even where not measured faster.
+    Direct(Backend),
+}
+
+impl ConvKernels {
+    /// From `FERRITE_CONV`; unset or empty is [`ConvKernels::Auto`].
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(CONV_ENV) {
+            Ok(value) => value.parse().map_err(|e| format!("{CONV_ENV}: {e}")),
+            Err(std::env::VarError::NotPresent) => Ok(ConvKernels::Auto),
+            Err(e) => Err(format!("{CONV_ENV}: {e}")),
+        }
+    }
+
+    /// The backend that will run, if any.
+    fn resolve(self) -> Option<Backend> {
+        match self {
+            ConvKernels::Auto => Backend::detect(),
+            ConvKernels::Tract => None,
+            ConvKernels::Direct(backend) => Some(backend),
+        }
+    }
+}
+
+impl std::str::FromStr for ConvKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let backend = match s {
+            "" | "auto" => return Ok(ConvKernels::Auto),
+            "tract" => return Ok(ConvKernels::Tract),
+            "avx512" => Backend::Avx512,
+            "portable" => Backend::Portable,
+            other => {
+                return Err(format!(
+                    "expected auto, tract, avx512 or portable, got {other:?}"
+                ))
+            }
+        };
+        if !backend.available() {
+            return Err(format!("{s}: this CPU cannot run it"));
+        }
+        Ok(ConvKernels::Direct(backend))
     }
 }
 
@@ -513,9 +613,13 @@ mod tests {
 
     /// tract must reproduce onnxruntime's outputs on the committed reference input.
     fn check_parity(fixture: &str, precision: Precision, tol: f32) {
+        check_parity_with(fixture, precision, ConvKernels::Auto, tol);
+    }
+
+    fn check_parity_with(fixture: &str, precision: Precision, kernels: ConvKernels, tol: f32) {
         let dir = fixture_dir(fixture);
         let source = models::from_path(&dir).unwrap();
-        let ensemble = Ensemble::load_with(&source, precision).unwrap();
+        let ensemble = Ensemble::load_with_kernels(&source, precision, kernels).unwrap();
         assert_eq!(ensemble.precision(), precision);
         let mut session = ensemble.session().unwrap();
         let got = session
@@ -546,6 +650,54 @@ mod tests {
     #[test]
     fn fp32_fixture_matches_onnxruntime() {
         check_parity("ensemble", Precision::Stored, 1e-4);
+    }
+
+    #[test]
+    fn fp32_fixture_matches_onnxruntime_with_every_conv_kernel() {
+        let mut kernels = vec![ConvKernels::Tract, ConvKernels::Direct(Backend::Portable)];
+        if Backend::Avx512.available() {
+            kernels.push(ConvKernels::Direct(Backend::Avx512));
+        }
+        for k in kernels {
+            check_parity_with("ensemble", Precision::Stored, k, 1e-4);
+            let source = models::from_path(&fixture_dir("ensemble")).unwrap();
+            let ensemble = Ensemble::load_with_kernels(&source, Precision::Stored, k).unwrap();
+            let want = match k {
+                ConvKernels::Direct(backend) => backend.name(),
+                _ => "tract",
+            };
+            assert_eq!(ensemble.conv_kernels(), want);
+        }
+    }
+
+    #[test]
+    fn direct_kernels_leave_quantized_and_f16_graphs_to_tract() {
+        let int8 = models::from_path(&fixture_dir("ensemble-int8")).unwrap();
+        let portable = ConvKernels::Direct(Backend::Portable);
+        let ensemble = Ensemble::load_with_kernels(&int8, Precision::Stored, portable).unwrap();
+        assert_eq!(ensemble.conv_kernels(), "tract");
+        let fp32 = models::from_path(&fixture_dir("ensemble")).unwrap();
+        let ensemble = Ensemble::load_with_kernels(&fp32, Precision::F16, portable).unwrap();
+        assert_eq!(ensemble.conv_kernels(), "tract");
+    }
+
+    #[test]
+    fn conv_kernels_parse_and_refuse_unknown_names() {
+        assert_eq!("".parse::<ConvKernels>(), Ok(ConvKernels::Auto));
+        assert_eq!("tract".parse::<ConvKernels>(), Ok(ConvKernels::Tract));
+        assert_eq!(
+            "portable".parse::<ConvKernels>(),
+            Ok(ConvKernels::Direct(Backend::Portable))
+        );
+        let err = "neon".parse::<ConvKernels>().unwrap_err();
+        assert!(
+            err.contains("expected auto, tract, avx512 or portable"),
+            "{err}"
+        );
+        assert_eq!(
+            "avx512".parse::<ConvKernels>().is_ok(),
+            Backend::Avx512.available()
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod check;
 pub mod classify;
 pub mod config;
 pub mod detect;
+pub mod direct_conv;
 pub mod display;
 pub mod ensemble;
 pub mod evaluate;

@@ -119,9 +119,15 @@ enum Command {
             suppression), crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble (the \
             expression model, once per face), whole frame. With --graphs-only: detect graph and \
             ensemble graph, the two tract graphs alone.\n\n\
+            Convolution kernels: float models run their 3x3 convolutions through ferrite's \
+            direct kernels where those were measured faster than tract's (x86_64 with AVX-512F), \
+            else through tract. FERRITE_CONV=tract|avx512|portable|auto overrides that for any \
+            command, e.g. to compare: FERRITE_CONV=tract ferrite bench --graphs-only\n\n\
             --json prints an array with one object per model, thread count and stage:\n  \
             model         string  model name as given (--model or a bundled name)\n  \
             precision     string  \"stored\" or \"f16\": what the ensemble ran in\n  \
+            conv_kernels  string  \"direct-avx512\", \"direct-portable\" or \"tract\": who \
+            ran the ensemble's convolutions\n  \
             detector      string  \"short\" or \"long\"\n  \
             threads       number  concurrent workers (1 with --graphs-only)\n  \
             tract_threads number  --tract-threads: tract's intra-op threads per graph run\n  \
@@ -1001,6 +1007,8 @@ struct BenchRow {
     model: String,
     /// The arithmetic the ensemble ran in (after any f16 fallback).
     precision: Precision,
+    /// Who ran the ensemble's convolutions: "direct-avx512", "direct-portable" or "tract".
+    conv_kernels: &'static str,
     detector: &'static str,
     threads: usize,
     tract_threads: usize,
@@ -1060,6 +1068,7 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         let row = |threads, stats, frames_per_s| BenchRow {
             model: args.pipeline.model.clone(),
             precision: classifier.ensemble().precision(),
+            conv_kernels: classifier.ensemble().conv_kernels(),
             detector: detector_name,
             threads,
             tract_threads,
@@ -1071,8 +1080,11 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         };
         if args.graphs_only {
             eprintln!(
-                "bench: {} graphs ({} runs after {} warm-up)",
-                args.pipeline.model, args.runs, args.warmup
+                "bench: {} graphs ({} runs after {} warm-up, convolutions: {})",
+                args.pipeline.model,
+                args.runs,
+                args.warmup,
+                classifier.ensemble().conv_kernels()
             );
             let inputs = ferrite::bench::graph_inputs(
                 &encoded,
@@ -1132,8 +1144,13 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         }
         for &threads in &args.threads.0 {
             eprintln!(
-                "bench: {} ({} runs after {} warm-up, {threads} thread(s), tract threads {})",
-                args.pipeline.model, args.runs, args.warmup, tract_threads
+                "bench: {} ({} runs after {} warm-up, {threads} thread(s), tract threads {}, \
+                 convolutions: {})",
+                args.pipeline.model,
+                args.runs,
+                args.warmup,
+                tract_threads,
+                classifier.ensemble().conv_kernels()
             );
             let run = ferrite::bench::run_threads(
                 &encoded,

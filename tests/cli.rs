@@ -399,6 +399,52 @@ fn a_missing_display_is_a_warning_and_classification_goes_on() {
 }
 
 #[test]
+fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
+    let bench = |kernels: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args(["bench", "--graphs-only", "--graph", "ensemble", "--profile"])
+            .args(["--runs", "2", "--warmup", "0", "--json"])
+            .env("RUST_LOG", "off")
+            .env("FERRITE_CONV", kernels)
+            .output()
+            .expect("the ferrite binary runs")
+    };
+    for (kernels, name, chain_ops) in [
+        ("tract", "tract", false),
+        ("portable", "direct-portable", true),
+    ] {
+        let out = bench(kernels);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let row = &rows.as_array().unwrap()[0];
+        assert_eq!(row["conv_kernels"], name);
+        let ops: Vec<&str> = row["profile"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["op"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ops.contains(&"FerriteConvChain"),
+            chain_ops,
+            "{kernels}: {ops:?}"
+        );
+    }
+    let bad = bench("cuda");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("FERRITE_CONV") && stderr.contains("expected auto, tract"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
 fn bench_times_one_graph_with_its_operator_profile() {
     let out = ferrite(&[
         "bench",

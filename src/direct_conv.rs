@@ -1,0 +1,1029 @@
+//! Direct 3x3 convolutions for the ensemble's backbones, run inside tract as one custom operator
+//! per backbone.
+//!
+//! Why: tract lowers every convolution to an im2col gather plus a matrix product. For the wide,
+//! shallow layers of these backbones (16 or 32 channels at 48x48 and 24x24) the gather costs more
+//! than the arithmetic, and onnxruntime ran the fp32 ensemble 2.2x faster than tract on the same
+//! CPU (README, "Where tract's time goes"). Here each chain of `Conv 3x3 (+ ReLU) (+ MaxPool 3x3/2)`
+//! nodes is replaced by one [`ConvChain`] that keeps its activations in a channel-blocked layout
+//! (16 channels per vector, zero border included, so no Pad and no gather) and computes every
+//! output vector as a sum of broadcast inputs times weight vectors. Everything else in the graph
+//! (the heads, softmax, landmarks) stays tract's.
+//!
+//! The replacement is exact up to float summation order and only applies to f32 graphs whose
+//! nodes match the shapes this file implements; anything else keeps tract's kernels.
+
+use std::cell::RefCell;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::math::Max;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// Channels per vector in the blocked layout.
+const LANES: usize = 16;
+
+/// Which implementation runs the chains' arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// AVX-512F intrinsics (x86_64, detected at run time).
+    Avx512,
+    /// Plain Rust over 16-float arrays; any CPU. Used for testing the chain logic everywhere and
+    /// when forced; not faster than tract's own kernels.
+    Portable,
+}
+
+impl Backend {
+    /// The fastest backend measured faster than tract on this CPU, if any.
+    pub fn detect() -> Option<Backend> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Backend::Avx512);
+            }
+        }
+        None
+    }
+
+    /// Whether this CPU can run the backend at all.
+    pub fn available(self) -> bool {
+        match self {
+            Backend::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Avx512 => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Avx512 => "direct-avx512",
+            Backend::Portable => "direct-portable",
+        }
+    }
+}
+
+/// One 3x3, stride-1, pad-1 convolution with its bias, weights packed for the blocked layout.
+#[derive(Clone, Debug, PartialEq)]
+struct Conv3x3 {
+    in_channels: usize,
+    out_channels: usize,
+    /// Channels per input vector: 1 for a single-channel input plane, else [`LANES`].
+    in_lanes: usize,
+    relu: bool,
+    /// `[out block][in block][ky][kx][in lane][out lane]`, zero where a channel is padding.
+    weights: Vec<f32>,
+    /// One entry per output channel, padded with zeros to whole blocks.
+    bias: Vec<f32>,
+}
+
+impl Conv3x3 {
+    /// `kernel` is OIHW `[out, in, 3, 3]`; `bias` has one value per output channel.
+    fn new(
+        kernel: &[f32],
+        bias: &[f32],
+        in_channels: usize,
+        out_channels: usize,
+        relu: bool,
+    ) -> Self {
+        let in_lanes = if in_channels == 1 { 1 } else { LANES };
+        let in_blocks = in_channels.div_ceil(in_lanes);
+        let out_blocks = out_channels.div_ceil(LANES);
+        let mut weights = vec![0.0; out_blocks * in_blocks * 9 * in_lanes * LANES];
+        for o in 0..out_channels {
+            let (ob, ol) = (o / LANES, o % LANES);
+            for i in 0..in_channels {
+                let (ib, il) = (i / in_lanes, i % in_lanes);
+                for tap in 0..9 {
+                    let at = (((ob * in_blocks + ib) * 9 + tap) * in_lanes + il) * LANES + ol;
+                    weights[at] = kernel[(o * in_channels + i) * 9 + tap];
+                }
+            }
+        }
+        let mut padded_bias = vec![0.0; out_blocks * LANES];
+        padded_bias[..out_channels].copy_from_slice(bias);
+        Conv3x3 {
+            in_channels,
+            out_channels,
+            in_lanes,
+            relu,
+            weights,
+            bias: padded_bias,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Stage {
+    Conv(Conv3x3),
+    /// 3x3 window, stride 2, padding 1, only ever after a ReLU: its inputs are never negative, so
+    /// the zero border gives the same maximum as tract's "ignore the padding".
+    MaxPool,
+}
+
+/// A padded, channel-blocked activation: `[block][h + 2][w + 2][lanes]` with a zero border.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Layout {
+    blocks: usize,
+    h: usize,
+    w: usize,
+    lanes: usize,
+}
+
+impl Layout {
+    fn len(&self) -> usize {
+        self.blocks * (self.h + 2) * (self.w + 2) * self.lanes
+    }
+
+    /// Offset of padded position (y, x) of block `b`.
+    fn at(&self, b: usize, y: usize, x: usize) -> usize {
+        ((b * (self.h + 2) + y) * (self.w + 2) + x) * self.lanes
+    }
+
+    fn zero_border(&self, buf: &mut [f32]) {
+        let row = (self.w + 2) * self.lanes;
+        for b in 0..self.blocks {
+            let top = self.at(b, 0, 0);
+            buf[top..top + row].fill(0.0);
+            let bottom = self.at(b, self.h + 1, 0);
+            buf[bottom..bottom + row].fill(0.0);
+            for y in 1..=self.h {
+                let left = self.at(b, y, 0);
+                buf[left..left + self.lanes].fill(0.0);
+                let right = self.at(b, y, self.w + 1);
+                buf[right..right + self.lanes].fill(0.0);
+            }
+        }
+    }
+
+    fn after(&self, stage: &Stage) -> Layout {
+        match stage {
+            Stage::Conv(conv) => Layout {
+                blocks: conv.out_channels.div_ceil(LANES),
+                lanes: LANES,
+                ..*self
+            },
+            Stage::MaxPool => Layout {
+                h: pool_out(self.h),
+                w: pool_out(self.w),
+                ..*self
+            },
+        }
+    }
+}
+
+fn pool_out(n: usize) -> usize {
+    (n + 2 - 3) / 2 + 1
+}
+
+/// A chain of stages from an NCHW f32 input `[n, c, h, w]` to an NCHW f32 output, replacing the
+/// tract nodes it was built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvChain {
+    stages: Vec<Stage>,
+    backend: Backend,
+    input_channels: usize,
+    output_channels: usize,
+    /// The layout each stage reads, then the final one.
+    layouts: Vec<Layout>,
+}
+
+// tract compares operators when it deduplicates nodes; weights are never NaN, so the derived
+// comparison is an equivalence.
+impl Eq for ConvChain {}
+
+impl ConvChain {
+    fn new(
+        stages: Vec<Stage>,
+        backend: Backend,
+        input_channels: usize,
+        h: usize,
+        w: usize,
+    ) -> Self {
+        let first_lanes = match stages.first() {
+            Some(Stage::Conv(conv)) => conv.in_lanes,
+            _ => LANES,
+        };
+        let mut layouts = vec![Layout {
+            blocks: input_channels.div_ceil(first_lanes),
+            h,
+            w,
+            lanes: first_lanes,
+        }];
+        let mut output_channels = input_channels;
+        for stage in &stages {
+            let last = layouts[layouts.len() - 1];
+            layouts.push(last.after(stage));
+            if let Stage::Conv(conv) = stage {
+                output_channels = conv.out_channels;
+            }
+        }
+        ConvChain {
+            stages,
+            backend,
+            input_channels,
+            output_channels,
+            layouts,
+        }
+    }
+
+    fn output_hw(&self) -> (usize, usize) {
+        let last = self.layouts[self.layouts.len() - 1];
+        (last.h, last.w)
+    }
+
+    fn conv_count(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| matches!(s, Stage::Conv(_)))
+            .count()
+    }
+
+    /// Runs the chain on one image `[c][h][w]`, writing `[c'][h'][w']` to `output`.
+    fn run_image(&self, input: &[f32], output: &mut [f32], scratch: &mut Scratch) {
+        let biggest = self.layouts.iter().map(Layout::len).max().unwrap_or(0);
+        let (mut src, mut dst) = scratch.pair(biggest);
+        let first = self.layouts[0];
+        // Whole first buffer, not just its border: lanes past the last input channel must be 0.
+        src[..first.len()].fill(0.0);
+        let (h, w) = (first.h, first.w);
+        for c in 0..self.input_channels {
+            let (b, l) = (c / first.lanes, c % first.lanes);
+            for y in 0..h {
+                let row = &input[(c * h + y) * w..][..w];
+                let base = first.at(b, y + 1, 1) + l;
+                for (x, v) in row.iter().enumerate() {
+                    src[base + x * first.lanes] = *v;
+                }
+            }
+        }
+        for (stage, pair) in self.stages.iter().zip(self.layouts.windows(2)) {
+            let (from, to) = (pair[0], pair[1]);
+            let out = &mut dst[..to.len()];
+            to.zero_border(out);
+            let inp = &src[..from.len()];
+            match stage {
+                Stage::Conv(conv) => conv_forward(self.backend, conv, &from, inp, &to, out),
+                Stage::MaxPool => maxpool_forward(self.backend, &from, inp, &to, out),
+            }
+            std::mem::swap(&mut src, &mut dst);
+        }
+        let last = self.layouts[self.layouts.len() - 1];
+        for c in 0..self.output_channels {
+            let (b, l) = (c / last.lanes, c % last.lanes);
+            for y in 0..last.h {
+                let base = last.at(b, y + 1, 1) + l;
+                let row = &mut output[(c * last.h + y) * last.w..][..last.w];
+                for (x, v) in row.iter_mut().enumerate() {
+                    *v = src[base + x * last.lanes];
+                }
+            }
+        }
+    }
+}
+
+/// Two ping-pong activation buffers per thread, grown once to the largest stage and then reused,
+/// so a warm pipeline allocates nothing here per frame.
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Scratch {
+    fn pair(&mut self, len: usize) -> (&mut [f32], &mut [f32]) {
+        if self.a.len() < len {
+            self.a.resize(len, 0.0);
+            self.b.resize(len, 0.0);
+        }
+        (&mut self.a[..], &mut self.b[..])
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels. One generic body, instantiated per vector type; the AVX-512 entry points carry the
+// target feature so the generic body and the intrinsics inline into them.
+
+trait Vector: Copy {
+    unsafe fn zero() -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn splat(v: f32) -> Self;
+    /// `a * b + acc`
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
+    unsafe fn max(a: Self, b: Self) -> Self;
+    unsafe fn store(self, p: *mut f32);
+}
+
+#[derive(Clone, Copy)]
+struct Portable([f32; LANES]);
+
+impl Vector for Portable {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Portable([0.0; LANES])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Portable(std::ptr::read_unaligned(p as *const [f32; LANES]))
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Portable([v; LANES])
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+        let mut r = acc.0;
+        for ((r, a), b) in r.iter_mut().zip(a.0).zip(b.0) {
+            *r += a * b;
+        }
+        Portable(r)
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        let mut r = a.0;
+        for (r, b) in r.iter_mut().zip(b.0) {
+            *r = r.max(b);
+        }
+        Portable(r)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        std::ptr::write_unaligned(p as *mut [f32; LANES], self.0)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(__m512);
+
+    impl Vector for Avx512 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Avx512(_mm512_setzero_ps())
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Avx512(_mm512_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            Avx512(_mm512_fmadd_ps(a.0, b.0, acc.0))
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            Avx512(_mm512_max_ps(a.0, b.0))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+    }
+
+    /// Safety: the CPU must have AVX-512F; slices must match their layouts.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn conv(
+        conv: &Conv3x3,
+        from: &Layout,
+        src: &[f32],
+        to: &Layout,
+        dst: &mut [f32],
+    ) {
+        conv_any::<Avx512>(conv, from, src, to, dst)
+    }
+
+    /// Safety: as [`conv`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn maxpool(from: &Layout, src: &[f32], to: &Layout, dst: &mut [f32]) {
+        maxpool_any::<Avx512>(from, src, to, dst)
+    }
+}
+
+fn conv_forward(
+    backend: Backend,
+    conv: &Conv3x3,
+    from: &Layout,
+    src: &[f32],
+    to: &Layout,
+    dst: &mut [f32],
+) {
+    assert!(src.len() >= from.len() && dst.len() >= to.len() && from.h == to.h && from.w == to.w);
+    assert!(from.lanes == conv.in_lanes && from.blocks == conv.in_channels.div_ceil(conv.in_lanes));
+    assert!(to.lanes == LANES && to.blocks == conv.out_channels.div_ceil(LANES));
+    // Safety: the layouts bound every offset the kernels touch (checked above); the AVX-512 path is
+    // only chosen when `Backend::available` said the CPU has it (checked when the chain was built).
+    unsafe {
+        match backend {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => avx512::conv(conv, from, src, to, dst),
+            _ => conv_any::<Portable>(conv, from, src, to, dst),
+        }
+    }
+}
+
+fn maxpool_forward(backend: Backend, from: &Layout, src: &[f32], to: &Layout, dst: &mut [f32]) {
+    assert!(src.len() >= from.len() && dst.len() >= to.len() && from.lanes == LANES);
+    assert!(to.h == pool_out(from.h) && to.w == pool_out(from.w) && to.blocks == from.blocks);
+    // Safety: as in `conv_forward`.
+    unsafe {
+        match backend {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => avx512::maxpool(from, src, to, dst),
+            _ => maxpool_any::<Portable>(from, src, to, dst),
+        }
+    }
+}
+
+/// Register tile for an output of `blocks` channel blocks and width `w`: (blocks, pixels) per tile.
+/// Chosen from timings of 16->16@48 (1x16), 32->32@24 and 64->64@12 (2x12), 128->128@6 (2x6).
+fn tile_shape(blocks: usize, w: usize) -> (usize, usize) {
+    let pair = if blocks.is_multiple_of(2) { 2 } else { 1 };
+    if w.is_multiple_of(16) {
+        (1, 16)
+    } else if w >= 12 {
+        (pair, 12)
+    } else if w >= 6 {
+        (pair, 6)
+    } else {
+        (pair, 1)
+    }
+}
+
+#[inline(always)]
+unsafe fn conv_any<V: Vector>(
+    conv: &Conv3x3,
+    from: &Layout,
+    src: &[f32],
+    to: &Layout,
+    dst: &mut [f32],
+) {
+    if conv.in_lanes == 1 {
+        conv_lanes::<V, 1>(conv, from, src, to, dst)
+    } else {
+        conv_lanes::<V, LANES>(conv, from, src, to, dst)
+    }
+}
+
+#[inline(always)]
+unsafe fn conv_lanes<V: Vector, const IL: usize>(
+    conv: &Conv3x3,
+    from: &Layout,
+    src: &[f32],
+    to: &Layout,
+    dst: &mut [f32],
+) {
+    let (main_blocks, main_x) = tile_shape(to.blocks, to.w);
+    let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+    for y in 0..to.h {
+        let mut ob = 0;
+        while ob < to.blocks {
+            let blocks = if ob + main_blocks <= to.blocks {
+                main_blocks
+            } else {
+                1
+            };
+            let mut x0 = 0;
+            while x0 < to.w {
+                let x = if x0 + main_x <= to.w { main_x } else { 1 };
+                let at = TileAt { ob, y, x0 };
+                match (blocks, x) {
+                    (1, 16) => tile::<V, IL, 1, 16>(conv, from, src, to, dst, at),
+                    (1, 12) => tile::<V, IL, 1, 12>(conv, from, src, to, dst, at),
+                    (2, 12) => tile::<V, IL, 2, 12>(conv, from, src, to, dst, at),
+                    (1, 6) => tile::<V, IL, 1, 6>(conv, from, src, to, dst, at),
+                    (2, 6) => tile::<V, IL, 2, 6>(conv, from, src, to, dst, at),
+                    (2, 1) => tile::<V, IL, 2, 1>(conv, from, src, to, dst, at),
+                    _ => tile::<V, IL, 1, 1>(conv, from, src, to, dst, at),
+                }
+                x0 += x;
+            }
+            ob += blocks;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct TileAt {
+    ob: usize,
+    y: usize,
+    x0: usize,
+}
+
+/// Output blocks `ob..ob + OB` of pixels `x0..x0 + X` in row `y`: `OB * X` vector accumulators,
+/// each input value broadcast once per tap and multiplied by `OB` weight vectors.
+// The accumulators are indexed [block][pixel] from two nested loops; iterators would hide that.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn tile<V: Vector, const IL: usize, const OB: usize, const X: usize>(
+    conv: &Conv3x3,
+    from: &Layout,
+    src: *const f32,
+    to: &Layout,
+    dst: *mut f32,
+    at: TileAt,
+) {
+    let in_blocks = from.blocks;
+    let block_stride = in_blocks * 9 * IL * LANES;
+    let weights = conv.weights.as_ptr();
+    let mut acc = [[V::zero(); X]; OB];
+    for (c, row) in acc.iter_mut().enumerate() {
+        let bias = V::load(conv.bias.as_ptr().add((at.ob + c) * LANES));
+        row.fill(bias);
+    }
+    for ib in 0..in_blocks {
+        for ky in 0..3 {
+            let row = src.add(from.at(ib, at.y + ky, at.x0));
+            for kx in 0..3 {
+                let w = weights.add((((at.ob * in_blocks + ib) * 9 + ky * 3 + kx) * IL) * LANES);
+                let input = row.add(kx * IL);
+                for l in 0..IL {
+                    let mut wv = [V::zero(); OB];
+                    for (c, wv) in wv.iter_mut().enumerate() {
+                        *wv = V::load(w.add(c * block_stride + l * LANES));
+                    }
+                    for n in 0..X {
+                        let b = V::splat(*input.add(n * IL + l));
+                        for c in 0..OB {
+                            acc[c][n] = V::mul_add(b, wv[c], acc[c][n]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let zero = V::zero();
+    for (c, row) in acc.iter().enumerate() {
+        let out = dst.add(to.at(at.ob + c, at.y + 1, at.x0 + 1));
+        for (n, v) in row.iter().enumerate() {
+            let v = if conv.relu { V::max(*v, zero) } else { *v };
+            v.store(out.add(n * LANES));
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn maxpool_any<V: Vector>(from: &Layout, src: &[f32], to: &Layout, dst: &mut [f32]) {
+    let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+    for b in 0..from.blocks {
+        for oy in 0..to.h {
+            for ox in 0..to.w {
+                // Input pixel (2oy + ky - 1, 2ox + kx - 1) sits at padded (2oy + ky, 2ox + kx).
+                let mut m = V::load(src.add(from.at(b, 2 * oy, 2 * ox)));
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        m = V::max(m, V::load(src.add(from.at(b, 2 * oy + ky, 2 * ox + kx))));
+                    }
+                }
+                m.store(dst.add(to.at(b, oy + 1, ox + 1)));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tract operator and the graph rewrite.
+
+impl Op for ConvChain {
+    fn name(&self) -> StaticName {
+        "FerriteConvChain".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} convolutions, {} stages, {}",
+            self.conv_count(),
+            self.stages.len(),
+            self.backend.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ConvChain {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        let first = self.layouts[0];
+        if shape.len() != 4
+            || shape[1] != self.input_channels
+            || shape[2] != first.h
+            || shape[3] != first.w
+        {
+            bail!(
+                "conv chain built for [N, {}, {}, {}], got {shape:?}",
+                self.input_channels,
+                first.h,
+                first.w
+            );
+        }
+        let batch = shape[0];
+        let (h, w) = self.output_hw();
+        let mut output = Tensor::zero::<f32>(&[batch, self.output_channels, h, w])?;
+        {
+            let plain = input.try_as_plain_ram()?;
+            let input = plain.as_slice::<f32>()?;
+            let mut out_plain = output.try_as_plain_ram_mut()?;
+            let out = out_plain.as_slice_mut::<f32>()?;
+            let in_image = self.input_channels * first.h * first.w;
+            let out_image = self.output_channels * h * w;
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                for n in 0..batch {
+                    self.run_image(
+                        &input[n * in_image..][..in_image],
+                        &mut out[n * out_image..][..out_image],
+                        &mut scratch,
+                    );
+                }
+            });
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for ConvChain {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let (h, w) = self.output_hw();
+        let batch = inputs[0].shape[0].clone();
+        Ok(tvec!(f32::fact(&[
+            batch,
+            self.output_channels.into(),
+            h.into(),
+            w.into()
+        ])))
+    }
+
+    as_op!();
+}
+
+/// Replaces every chain of supported `Conv (+ ReLU) (+ MaxPool)` nodes of a decluttered f32 graph
+/// by one [`ConvChain`] and returns how many convolutions it took over. Nodes that do not match
+/// exactly are left to tract.
+pub fn replace_conv_chains(model: &mut TypedModel, backend: Backend) -> TractResult<usize> {
+    if !backend.available() {
+        bail!("{} is not available on this CPU", backend.name());
+    }
+    let mut chains = Vec::new();
+    let mut taken = std::collections::HashSet::new();
+    for id in model.eval_order()? {
+        if taken.contains(&id) {
+            continue;
+        }
+        let Some(mut conv) = match_conv(model, id)? else {
+            continue;
+        };
+        let start = model.node(id).inputs[0];
+        let fact = model.outlet_fact(start)?;
+        let Some(shape) = fact.shape.as_concrete() else {
+            continue;
+        };
+        let (channels, h, w) = (shape[1], shape[2], shape[3]);
+        let mut stages = Vec::new();
+        let mut end;
+        loop {
+            taken.insert(conv.node);
+            end = conv.node;
+            if let Some(relu) = single_successor(model, end).filter(|&s| is_relu(model, s)) {
+                conv.op.relu = true;
+                end = relu;
+                taken.insert(relu);
+            }
+            let relu = conv.op.relu;
+            stages.push(Stage::Conv(conv.op));
+            let mut next = single_successor(model, end);
+            if let Some(pool) = next.filter(|&s| relu && is_maxpool_3x3_s2_p1(model, s)) {
+                stages.push(Stage::MaxPool);
+                end = pool;
+                taken.insert(pool);
+                next = single_successor(model, end);
+            }
+            match next.map(|n| match_conv(model, n)).transpose()?.flatten() {
+                Some(found) => conv = found,
+                None => break,
+            }
+        }
+        chains.push((
+            start,
+            OutletId::new(end, 0),
+            ConvChain::new(stages, backend, channels, h, w),
+        ));
+    }
+    let mut replaced = 0;
+    for (start, end, chain) in chains {
+        replaced += chain.conv_count();
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, start)?;
+        let name = format!("{}.ferrite_chain", model.node(end.node).name);
+        let out = patch.wire_node(name, chain, &[tap])?;
+        patch.shunt_outside(model, end, out[0])?;
+        patch.apply(model)?;
+    }
+    Ok(replaced)
+}
+
+struct MatchedConv {
+    node: usize,
+    op: Conv3x3,
+}
+
+/// The one node reading `node`'s only output, if the output goes nowhere else.
+fn single_successor(model: &TypedModel, node: usize) -> Option<usize> {
+    let outlet = OutletId::new(node, 0);
+    if model.node(node).outputs.len() != 1 || model.outputs.contains(&outlet) {
+        return None;
+    }
+    match model.outlet_successors(outlet) {
+        [only] => Some(only.node),
+        _ => None,
+    }
+}
+
+fn is_f32_rank4(model: &TypedModel, outlet: OutletId) -> bool {
+    model
+        .outlet_fact(outlet)
+        .map(|f| {
+            f.datum_type == f32::datum_type() && f.shape.as_concrete().is_some_and(|s| s.len() == 4)
+        })
+        .unwrap_or(false)
+}
+
+fn const_f32(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    let plain = konst.try_as_plain_ram().ok()?;
+    plain.as_slice::<f32>().ok().map(|s| s.to_vec())
+}
+
+/// `max(x, 0)` with a constant zero, as tract declutters ONNX's Relu.
+fn is_relu(model: &TypedModel, node: usize) -> bool {
+    let n = model.node(node);
+    let Some(bin) = n.op_as::<TypedBinOp>() else {
+        return false;
+    };
+    if !bin.0.is::<Max>() || n.inputs.len() != 2 || !is_f32_rank4(model, OutletId::new(node, 0)) {
+        return false;
+    }
+    let shape_kept = model.outlet_fact(n.inputs[0]).ok().map(|f| f.shape.clone())
+        == model
+            .outlet_fact(OutletId::new(node, 0))
+            .ok()
+            .map(|f| f.shape.clone());
+    shape_kept && const_f32(model, n.inputs[1]).is_some_and(|v| v.len() == 1 && v[0] == 0.0)
+}
+
+fn is_unit(v: &Option<TVec<usize>>) -> bool {
+    v.as_ref().is_none_or(|v| v.iter().all(|&d| d == 1))
+}
+
+fn pads_one(spec: &PoolSpec) -> bool {
+    match &spec.padding {
+        PaddingSpec::Explicit(before, after)
+        | PaddingSpec::ExplicitOnnxPool(before, after, false) => {
+            before.iter().chain(after.iter()).all(|&p| p == 1)
+        }
+        _ => false,
+    }
+}
+
+fn is_maxpool_3x3_s2_p1(model: &TypedModel, node: usize) -> bool {
+    let n = model.node(node);
+    let Some(pool) = n.op_as::<MaxPool>() else {
+        return false;
+    };
+    let spec = &pool.pool_spec;
+    pool.with_index_outputs.is_none()
+        && spec.data_format == DataFormat::NCHW
+        && spec.kernel_shape.as_slice() == [3, 3]
+        && spec
+            .strides
+            .as_ref()
+            .is_some_and(|s| s.as_slice() == [2, 2])
+        && is_unit(&spec.dilations)
+        && pads_one(spec)
+        && is_f32_rank4(model, n.inputs[0])
+}
+
+fn match_conv(model: &TypedModel, node: usize) -> TractResult<Option<MatchedConv>> {
+    let n = model.node(node);
+    let Some(conv) = n.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    let shape_ok = spec.data_format == DataFormat::NCHW
+        && spec.kernel_shape.as_slice() == [3, 3]
+        && is_unit(&spec.strides)
+        && is_unit(&spec.dilations)
+        && (pads_one(spec)
+            || spec.padding == PaddingSpec::SameUpper
+            || spec.padding == PaddingSpec::SameLower)
+        && conv.group == 1
+        && conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && n.inputs.len() == 3
+        && is_f32_rank4(model, n.inputs[0])
+        && is_f32_rank4(model, OutletId::new(node, 0));
+    if !shape_ok {
+        return Ok(None);
+    }
+    let (ci, co) = (spec.input_channels, spec.output_channels);
+    let (Some(kernel), Some(bias)) = (const_f32(model, n.inputs[1]), const_f32(model, n.inputs[2]))
+    else {
+        return Ok(None);
+    };
+    if kernel.len() != co * ci * 9 {
+        return Ok(None);
+    }
+    let bias = match bias.len() {
+        1 => vec![bias[0]; co],
+        len if len == co => bias,
+        _ => return Ok(None),
+    };
+    Ok(Some(MatchedConv {
+        node,
+        op: Conv3x3::new(&kernel, &bias, ci, co, false),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) without a random-number crate.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Plain NCHW convolution, padding 1, as the ONNX operator defines it.
+    fn conv_reference(
+        x: &[f32],
+        (c, h, w): (usize, usize, usize),
+        k: &[f32],
+        b: &[f32],
+        co: usize,
+        relu: bool,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; co * h * w];
+        for o in 0..co {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut sum = b[o];
+                    for i in 0..c {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) =
+                                    (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    sum += x[(i * h + iy as usize) * w + ix as usize]
+                                        * k[((o * c + i) * 3 + ky) * 3 + kx];
+                                }
+                            }
+                        }
+                    }
+                    out[(o * h + y) * w + xx] = if relu { sum.max(0.0) } else { sum };
+                }
+            }
+        }
+        out
+    }
+
+    /// 3x3 max-pool, stride 2, padding 1; padded positions are ignored (not zeros).
+    fn pool_reference(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+        let (oh, ow) = (pool_out(h), pool_out(w));
+        let mut out = vec![0.0; c * oh * ow];
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = f32::NEG_INFINITY;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) = ((2 * oy + ky) as isize - 1, (2 * ox + kx) as isize - 1);
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                m = m.max(x[(ch * h + iy as usize) * w + ix as usize]);
+                            }
+                        }
+                    }
+                    out[(ch * oh + oy) * ow + ox] = m;
+                }
+            }
+        }
+        out
+    }
+
+    fn backends() -> Vec<Backend> {
+        [Backend::Portable, Backend::Avx512]
+            .into_iter()
+            .filter(|b| b.available())
+            .collect()
+    }
+
+    /// Builds a chain of `(out channels, relu, pool after)` convolutions on a `[c, h, w]` input and
+    /// checks it against the reference on every backend this CPU has.
+    fn check_chain(c: usize, h: usize, w: usize, layers: &[(usize, bool, bool)], seed: u64) {
+        let input = values(c * h * w, seed);
+        let (mut want, mut shape) = (input.clone(), (c, h, w));
+        let mut stages = Vec::new();
+        for (ix, &(co, relu, pool)) in layers.iter().enumerate() {
+            // Scaled by fan-in so activations stay near 1 and an absolute tolerance means something.
+            let scale = 1.0 / (3.0 * (shape.0 as f32).sqrt());
+            let k: Vec<f32> = values(co * shape.0 * 9, seed + 10 + ix as u64)
+                .iter()
+                .map(|v| v * scale)
+                .collect();
+            let b = values(co, seed + 100 + ix as u64);
+            want = conv_reference(&want, shape, &k, &b, co, relu);
+            stages.push(Stage::Conv(Conv3x3::new(&k, &b, shape.0, co, relu)));
+            shape.0 = co;
+            if pool {
+                want = pool_reference(&want, co, shape.1, shape.2);
+                stages.push(Stage::MaxPool);
+                shape = (co, pool_out(shape.1), pool_out(shape.2));
+            }
+        }
+        for backend in backends() {
+            let chain = ConvChain::new(stages.clone(), backend, c, h, w);
+            assert_eq!(chain.output_hw(), (shape.1, shape.2));
+            let mut got = vec![f32::NAN; want.len()];
+            let mut scratch = Scratch::default();
+            // Twice: the second run reuses scratch buffers that hold the first run's values.
+            for _ in 0..2 {
+                chain.run_image(&input, &mut got, &mut scratch);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "{backend:?} {c}x{h}x{w} {layers:?}: max error {worst}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn single_channel_input_then_the_ensembles_tile_shapes() {
+        // 1 -> 16 at width 48 (1x16 tiles), pool, 16 -> 32 at 24 (2x12), pool, 32 -> 64 at 12,
+        // pool, 64 -> 128 at 6 (2x6): the shipped backbone's shapes.
+        check_chain(
+            1,
+            48,
+            48,
+            &[
+                (16, true, false),
+                (16, true, true),
+                (32, true, true),
+                (64, true, true),
+                (128, true, true),
+            ],
+            1,
+        );
+    }
+
+    #[test]
+    fn odd_channels_and_sizes_use_padding_lanes_and_remainder_tiles() {
+        // 3 and 20 channels (partial blocks), widths that leave remainders, no ReLU on the last.
+        check_chain(3, 7, 13, &[(20, true, true), (5, false, false)], 2);
+        check_chain(2, 5, 26, &[(48, true, false), (17, true, true)], 3);
+        check_chain(16, 1, 1, &[(16, true, true)], 4);
+    }
+
+    #[test]
+    fn layouts_zero_their_border_only() {
+        let layout = Layout {
+            blocks: 2,
+            h: 3,
+            w: 4,
+            lanes: LANES,
+        };
+        let mut buf = vec![1.0; layout.len()];
+        layout.zero_border(&mut buf);
+        let zeros = buf.iter().filter(|&&v| v == 0.0).count();
+        // Per block: (h + 2) x (w + 2) positions, h x w of them interior.
+        assert_eq!(zeros, 2 * (5 * 6 - 3 * 4) * LANES);
+        assert_eq!(buf[layout.at(1, 2, 3)], 1.0);
+    }
+}
