@@ -60,6 +60,9 @@ pub struct ModelConfig {
     /// `stored` (the model file's own arithmetic) or `f16` (a float model halved at load time).
     /// Default stored.
     pub precision: Option<crate::ensemble::Precision>,
+    /// true: run `name` exactly as named. Default false: a bundled int8 model is timed against its
+    /// fp32 sibling at start-up and the sibling runs where it is more than 1.2x faster.
+    pub keep: Option<bool>,
 }
 
 /// The board profiles in boards/, embedded so `--board` works with the binary alone.
@@ -247,6 +250,7 @@ mod tests {
             config.model.precision,
             Some(crate::ensemble::Precision::Stored)
         );
+        assert_eq!(config.model.keep, Some(false));
         let gpio = config.gpio.expect("gpio");
         assert_eq!(gpio.chip, "pinctrl-rp1");
         assert_eq!(gpio.outputs.len(), 3);

@@ -8,6 +8,7 @@
 //! a prediction.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use image::GrayImage;
 use tract_onnx::prelude::*;
@@ -277,6 +278,24 @@ impl Ensemble {
         self.precision
     }
 
+    /// Median wall time of one pass over `runs` passes (at least one) on a blank input, after
+    /// one warm-up pass. What the start-up check between an int8 model and its float sibling
+    /// compares ([`float_is_faster`]).
+    pub fn median_pass(&self, runs: usize) -> Result<Duration, EnsembleError> {
+        let spec = &self.manifest.input;
+        let input = vec![0.0f32; spec.channels * spec.height * spec.width];
+        let mut session = self.session()?;
+        session.predict_normalised(&input)?;
+        let mut times = (0..runs.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                session.predict_normalised(&input).map(|_| start.elapsed())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+
     /// Who runs the convolutions: "direct-avx512", "direct-portable" or "tract".
     pub fn conv_kernels(&self) -> &'static str {
         self.conv.map_or("tract", Backend::name)
@@ -301,6 +320,18 @@ impl Ensemble {
             pixels: Vec::new(),
         })
     }
+}
+
+/// How much faster (as a ratio of medians) a float sibling must run than an int8 model before the
+/// float one runs instead: enough to stay clear of timing noise on a shared machine.
+pub const FORMAT_SWITCH_RATIO: f64 = 1.2;
+
+/// Whether an int8 model's float sibling measured clearly faster (by more than
+/// [`FORMAT_SWITCH_RATIO`]). It is never less accurate: quantization only loses accuracy. tract's
+/// int8 kernels run 1.7x slower than its fp32 ones on this repository's x86_64 host, and about 5x
+/// slower than ferrite's direct fp32 kernels; on Arm the formats were only counted, not timed.
+pub fn float_is_faster(int8: Duration, float: Duration) -> bool {
+    float.as_secs_f64() * FORMAT_SWITCH_RATIO < int8.as_secs_f64()
 }
 
 /// The environment variable that picks the convolution kernels (see [`ConvKernels`]). For
@@ -698,6 +729,17 @@ mod tests {
             "avx512".parse::<ConvKernels>().is_ok(),
             Backend::Avx512.available()
         );
+    }
+
+    #[test]
+    fn float_sibling_wins_only_when_clearly_faster() {
+        let ms = Duration::from_millis;
+        assert!(float_is_faster(ms(20), ms(3)));
+        assert!(!float_is_faster(ms(11), ms(10)), "within the noise margin");
+        assert!(!float_is_faster(ms(5), ms(10)));
+        let source = models::from_path(&fixture_dir("ensemble")).unwrap();
+        let ensemble = Ensemble::load(&source).unwrap();
+        assert!(ensemble.median_pass(3).unwrap() > Duration::ZERO);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use ferrite::display::{Display, DisplayConfig, DisplayState};
 use ferrite::ensemble::{Ensemble, OpTime, Precision};
 use ferrite::evaluate::{self, Confusion};
 use ferrite::gpio::GpioOutputs;
-use ferrite::models::{self, Purpose};
+use ferrite::models::{self, ModelSource, Purpose};
 use ferrite::pipeline;
 use ferrite::sink::json::JsonSink;
 use ferrite::sink::local::{DisplaySink, GpioSink, SystemdSink};
@@ -489,6 +489,13 @@ struct PipelineArgs {
     #[arg(long, value_name = "FACTOR", value_parser = positive)]
     crop_scale: Option<f32>,
 
+    /// Run --model exactly as named. Without it a bundled int8 model is timed against its fp32
+    /// sibling at start-up (a few passes each, well under a second on x86_64) and the sibling
+    /// runs instead where it is more than 1.2x faster: tract's int8 kernels are slow on x86_64.
+    /// `bench` and `eval` always keep the named model.
+    #[arg(long)]
+    keep_model: bool,
+
     /// Allow a model whose manifest says it is a test fixture (random weights; for tests only).
     #[arg(long, hide = true)]
     allow_test_fixture: bool,
@@ -720,10 +727,6 @@ fn build_classifier(args: &PipelineArgs) -> Result<Classifier> {
             source.origin
         );
     }
-    let mut crop = source.manifest.crop_geometry();
-    if let Some(scale) = args.crop_scale {
-        crop.scale = scale;
-    }
     // A board profile's f16 on a CPU without FP16 (a config tried on a desktop, an older board)
     // would run thousands of times slower than the stored model: run that instead and say so.
     let precision = if args.precision == Precision::F16 && !ferrite::ensemble::native_f16() {
@@ -737,6 +740,15 @@ fn build_classifier(args: &PipelineArgs) -> Result<Classifier> {
         args.precision
     };
     let ensemble = Ensemble::load_with(&source, precision)?;
+    let (source, ensemble) = if args.keep_model {
+        (source, ensemble)
+    } else {
+        prefer_faster_format(source, ensemble)?
+    };
+    let mut crop = source.manifest.crop_geometry();
+    if let Some(scale) = args.crop_scale {
+        crop.scale = scale;
+    }
     let detector = if args.no_detect {
         None
     } else {
@@ -756,6 +768,41 @@ fn build_classifier(args: &PipelineArgs) -> Result<Classifier> {
         })
     };
     Ok(Classifier::new(detector, ensemble, crop))
+}
+
+/// A bundled int8 model is timed against its fp32 sibling, and the sibling runs instead where it
+/// is clearly faster on this CPU (README, "Performance": tract's int8 path on x86_64). The float
+/// model is never less accurate, so the only cost of the switch is memory.
+fn prefer_faster_format(
+    source: ModelSource,
+    ensemble: Ensemble,
+) -> Result<(ModelSource, Ensemble)> {
+    let Some(sibling) = models::float_sibling(&source) else {
+        return Ok((source, ensemble));
+    };
+    let float = Ensemble::load(&sibling)?;
+    const RUNS: usize = 5;
+    let int8_time = ensemble.median_pass(RUNS)?;
+    let float_time = float.median_pass(RUNS)?;
+    let (int8_name, float_name) = (&source.manifest.name, &sibling.manifest.name);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    if ferrite::ensemble::float_is_faster(int8_time, float_time) {
+        log::warn!(
+            "measured at start-up: {int8_name} {:.2} ms per face, {float_name} {:.2} ms on this \
+             CPU; running {float_name} (--keep-model runs {int8_name} anyway)",
+            ms(int8_time),
+            ms(float_time)
+        );
+        Ok((sibling, float))
+    } else {
+        log::info!(
+            "measured at start-up: {int8_name} {:.2} ms per face, {float_name} {:.2} ms on this \
+             CPU; keeping {int8_name}",
+            ms(int8_time),
+            ms(float_time)
+        );
+        Ok((source, ensemble))
+    }
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "pgm", "ppm", "pnm"];
@@ -911,6 +958,9 @@ fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> Result<ExitCode> {
     if let (false, Some(precision)) = (from_cli("precision"), config.model.precision) {
         model_args.precision = precision;
     }
+    if let (false, Some(keep)) = (from_cli("keep_model"), config.model.keep) {
+        model_args.keep_model = keep;
+    }
     if let (false, Some(detector)) = (from_cli("detector"), &config.model.detector) {
         model_args.detector = match detector.as_str() {
             "short" => DetectorChoice::Short,
@@ -1037,6 +1087,8 @@ fn write_f32(dir: &Path, name: &str, values: &[f32]) -> Result<PathBuf> {
 }
 
 fn bench(mut args: BenchArgs) -> Result<ExitCode> {
+    // Times the model named, never a faster sibling.
+    args.pipeline.keep_model = true;
     let encoded = match &args.image {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => ferrite::bench::SAMPLE_JPEG.to_vec(),
@@ -1211,7 +1263,9 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn evaluate(args: EvalArgs) -> Result<ExitCode> {
+fn evaluate(mut args: EvalArgs) -> Result<ExitCode> {
+    // Accuracy is reported for the model named, never a faster sibling.
+    args.pipeline.keep_model = true;
     let classifier = build_classifier(&args.pipeline)?;
     let labels = classifier.ensemble().manifest().labels.clone();
     let jobs = expand_inputs(&args.inputs);

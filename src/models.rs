@@ -219,6 +219,19 @@ pub fn bundled(name: &str) -> Result<ModelSource, ModelError> {
     })
 }
 
+/// The bundled fp32 model trained alongside a bundled int8 one (`<stem>-int8` -> `<stem>-fp32`):
+/// same weights before quantization, same labels and input. `None` for a model from a directory
+/// or without such a sibling.
+pub fn float_sibling(source: &ModelSource) -> Option<ModelSource> {
+    let name = &source.manifest.name;
+    if source.origin != format!("bundled:{name}") || source.manifest.format != "int8" {
+        return None;
+    }
+    let sibling = bundled(&format!("{}-fp32", name.strip_suffix("-int8")?)).ok()?;
+    let m = &sibling.manifest;
+    (m.labels == source.manifest.labels && m.input == source.manifest.input).then_some(sibling)
+}
+
 /// Loads a model from a directory holding `manifest.json` (or from the manifest file itself);
 /// the ONNX file is the manifest's `file`, relative to the manifest.
 pub fn from_path(path: &Path) -> Result<ModelSource, ModelError> {
@@ -342,5 +355,21 @@ mod tests {
         value["input"]["channels"] = 2.into();
         let err = Manifest::parse(&value.to_string(), "t").unwrap_err();
         assert!(err.to_string().contains("channels"), "{err}");
+    }
+
+    #[test]
+    fn only_a_bundled_int8_model_has_a_float_sibling() {
+        let int8 = bundled("fer2013-48-int8").unwrap();
+        assert_eq!(
+            float_sibling(&int8).unwrap().manifest.name,
+            "fer2013-48-fp32"
+        );
+        let fp32 = bundled("fer2013-48-fp32").unwrap();
+        assert!(float_sibling(&fp32).is_none());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fer2013-48-int8");
+        assert!(
+            float_sibling(&from_path(&dir).unwrap()).is_none(),
+            "a directory is used as given"
+        );
     }
 }

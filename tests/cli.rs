@@ -399,6 +399,50 @@ fn a_missing_display_is_a_warning_and_classification_goes_on() {
 }
 
 #[test]
+fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
+    let classify = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args([
+                "classify",
+                s(&astronaut()),
+                "--threads",
+                "1",
+                "--model",
+                "fer2013-48-int8",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "ferrite=info")
+            .output()
+            .expect("the ferrite binary runs")
+    };
+    let out = classify(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("measured at start-up"))
+        .unwrap_or_else(|| panic!("no timing line: {stderr}"));
+    // Which one wins depends on this CPU; either way both are named with their times.
+    assert!(
+        line.contains("fer2013-48-int8") && line.contains("fer2013-48-fp32"),
+        "{line}"
+    );
+    assert!(
+        line.contains("running fer2013-48-fp32") || line.contains("keeping fer2013-48-int8"),
+        "{line}"
+    );
+    assert_eq!(json_lines(&out)[0]["label"], "happy");
+
+    let kept = classify(&["--keep-model"]);
+    assert!(kept.status.success());
+    assert!(!String::from_utf8_lossy(&kept.stderr).contains("measured at start-up"));
+}
+
+#[test]
 fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
     let bench = |kernels: &str| {
         Command::new(env!("CARGO_BIN_EXE_ferrite"))
