@@ -30,6 +30,8 @@ const LANES: usize = 16;
 pub enum Backend {
     /// AVX-512F intrinsics (x86_64, detected at run time).
     Avx512,
+    /// NEON intrinsics (every aarch64 CPU).
+    Neon,
     /// Plain Rust over 16-float arrays; any CPU. Used for testing the chain logic everywhere and
     /// when forced; not faster than tract's own kernels.
     Portable,
@@ -55,12 +57,14 @@ impl Backend {
             Backend::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
             Backend::Avx512 => false,
+            Backend::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Avx512 => "direct-avx512",
+            Backend::Neon => "direct-neon",
             Backend::Portable => "direct-portable",
         }
     }
@@ -312,6 +316,8 @@ thread_local! {
 // target feature so the generic body and the intrinsics inline into them.
 
 trait Vector: Copy {
+    /// Whether one vector fits one register (AVX-512), rather than four (NEON).
+    const WIDE_REGISTERS: bool;
     unsafe fn zero() -> Self;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn splat(v: f32) -> Self;
@@ -325,6 +331,7 @@ trait Vector: Copy {
 struct Portable([f32; LANES]);
 
 impl Vector for Portable {
+    const WIDE_REGISTERS: bool = true;
     #[inline(always)]
     unsafe fn zero() -> Self {
         Portable([0.0; LANES])
@@ -368,6 +375,7 @@ mod avx512 {
     pub(super) struct Avx512(__m512);
 
     impl Vector for Avx512 {
+        const WIDE_REGISTERS: bool = true;
         #[inline(always)]
         unsafe fn zero() -> Self {
             Avx512(_mm512_setzero_ps())
@@ -413,6 +421,61 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use std::arch::aarch64::*;
+
+    /// 16 channels in four NEON registers. NEON is part of every aarch64 CPU, so no run-time check.
+    #[derive(Clone, Copy)]
+    pub(super) struct Neon([float32x4_t; 4]);
+
+    impl Vector for Neon {
+        const WIDE_REGISTERS: bool = false;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Neon([vdupq_n_f32(0.0); 4])
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Neon([
+                vld1q_f32(p),
+                vld1q_f32(p.add(4)),
+                vld1q_f32(p.add(8)),
+                vld1q_f32(p.add(12)),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Neon([vdupq_n_f32(v); 4])
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self {
+            Neon([
+                vfmaq_f32(acc.0[0], a.0[0], b.0[0]),
+                vfmaq_f32(acc.0[1], a.0[1], b.0[1]),
+                vfmaq_f32(acc.0[2], a.0[2], b.0[2]),
+                vfmaq_f32(acc.0[3], a.0[3], b.0[3]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            Neon([
+                vmaxq_f32(a.0[0], b.0[0]),
+                vmaxq_f32(a.0[1], b.0[1]),
+                vmaxq_f32(a.0[2], b.0[2]),
+                vmaxq_f32(a.0[3], b.0[3]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            for (i, v) in self.0.iter().enumerate() {
+                vst1q_f32(p.add(4 * i), *v);
+            }
+        }
+    }
+}
+
 fn conv_forward(
     backend: Backend,
     conv: &Conv3x3,
@@ -430,6 +493,8 @@ fn conv_forward(
         match backend {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => avx512::conv(conv, from, src, to, dst),
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon => conv_any::<neon::Neon>(conv, from, src, to, dst),
             _ => conv_any::<Portable>(conv, from, src, to, dst),
         }
     }
@@ -443,14 +508,21 @@ fn maxpool_forward(backend: Backend, from: &Layout, src: &[f32], to: &Layout, ds
         match backend {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => avx512::maxpool(from, src, to, dst),
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon => maxpool_any::<neon::Neon>(from, src, to, dst),
             _ => maxpool_any::<Portable>(from, src, to, dst),
         }
     }
 }
 
 /// Register tile for an output of `blocks` channel blocks and width `w`: (blocks, pixels) per tile.
-/// Chosen from timings of 16->16@48 (1x16), 32->32@24 and 64->64@12 (2x12), 128->128@6 (2x6).
-fn tile_shape(blocks: usize, w: usize) -> (usize, usize) {
+/// With 32 wide registers (AVX-512), chosen from timings of 16->16@48 (1x16), 32->32@24 and
+/// 64->64@12 (2x12), 128->128@6 (2x6). A 16-channel NEON vector takes four of the 32 registers,
+/// so there a tile is 6 pixels of one block: 24 accumulators, 4 weight and 1 input register.
+fn tile_shape(wide_registers: bool, blocks: usize, w: usize) -> (usize, usize) {
+    if !wide_registers {
+        return if w >= 6 { (1, 6) } else { (1, 1) };
+    }
     let pair = if blocks.is_multiple_of(2) { 2 } else { 1 };
     if w.is_multiple_of(16) {
         (1, 16)
@@ -486,7 +558,7 @@ unsafe fn conv_lanes<V: Vector, const IL: usize>(
     to: &Layout,
     dst: &mut [f32],
 ) {
-    let (main_blocks, main_x) = tile_shape(to.blocks, to.w);
+    let (main_blocks, main_x) = tile_shape(V::WIDE_REGISTERS, to.blocks, to.w);
     let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
     for y in 0..to.h {
         let mut ob = 0;
@@ -934,7 +1006,7 @@ mod tests {
     }
 
     fn backends() -> Vec<Backend> {
-        [Backend::Portable, Backend::Avx512]
+        [Backend::Portable, Backend::Avx512, Backend::Neon]
             .into_iter()
             .filter(|b| b.available())
             .collect()

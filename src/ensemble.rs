@@ -296,7 +296,7 @@ impl Ensemble {
         Ok(times[times.len() / 2])
     }
 
-    /// Who runs the convolutions: "direct-avx512", "direct-portable" or "tract".
+    /// Who runs the convolutions: "direct-avx512", "direct-neon", "direct-portable" or "tract".
     pub fn conv_kernels(&self) -> &'static str {
         self.conv.map_or("tract", Backend::name)
     }
@@ -338,7 +338,7 @@ pub fn float_is_faster(int8: Duration, float: Duration) -> bool {
 /// comparing kernels, and for working around a suspected kernel bug without a rebuild.
 pub const CONV_ENV: &str = "FERRITE_CONV";
 
-/// Who runs the backbones' 3x3 convolutions (`FERRITE_CONV`: auto, tract, avx512, portable).
+/// Who runs the backbones' 3x3 convolutions (`FERRITE_CONV`: auto, tract, avx512, neon, portable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ConvKernels {
     /// ferrite's direct kernels where they were measured faster than tract's (x86_64 with
@@ -379,10 +379,11 @@ impl std::str::FromStr for ConvKernels {
             "" | "auto" => return Ok(ConvKernels::Auto),
             "tract" => return Ok(ConvKernels::Tract),
             "avx512" => Backend::Avx512,
+            "neon" => Backend::Neon,
             "portable" => Backend::Portable,
             other => {
                 return Err(format!(
-                    "expected auto, tract, avx512 or portable, got {other:?}"
+                    "expected auto, tract, avx512, neon or portable, got {other:?}"
                 ))
             }
         };
@@ -720,10 +721,14 @@ mod tests {
             "portable".parse::<ConvKernels>(),
             Ok(ConvKernels::Direct(Backend::Portable))
         );
-        let err = "neon".parse::<ConvKernels>().unwrap_err();
+        let err = "cuda".parse::<ConvKernels>().unwrap_err();
         assert!(
-            err.contains("expected auto, tract, avx512 or portable"),
+            err.contains("expected auto, tract, avx512, neon or portable"),
             "{err}"
+        );
+        assert_eq!(
+            "neon".parse::<ConvKernels>().is_ok(),
+            Backend::Neon.available()
         );
         assert_eq!(
             "avx512".parse::<ConvKernels>().is_ok(),

@@ -121,12 +121,12 @@ enum Command {
             ensemble graph, the two tract graphs alone.\n\n\
             Convolution kernels: float models run their 3x3 convolutions through ferrite's \
             direct kernels where those were measured faster than tract's (x86_64 with AVX-512F), \
-            else through tract. FERRITE_CONV=tract|avx512|portable|auto overrides that for any \
+            else through tract. FERRITE_CONV=tract|avx512|neon|portable|auto overrides that for any \
             command, e.g. to compare: FERRITE_CONV=tract ferrite bench --graphs-only\n\n\
             --json prints an array with one object per model, thread count and stage:\n  \
             model         string  model name as given (--model or a bundled name)\n  \
             precision     string  \"stored\" or \"f16\": what the ensemble ran in\n  \
-            conv_kernels  string  \"direct-avx512\", \"direct-portable\" or \"tract\": who \
+            conv_kernels  string  \"direct-avx512\", \"direct-neon\", \"direct-portable\" or \"tract\": who \
             ran the ensemble's convolutions\n  \
             detector      string  \"short\" or \"long\"\n  \
             threads       number  concurrent workers (1 with --graphs-only)\n  \
@@ -1057,7 +1057,7 @@ struct BenchRow {
     model: String,
     /// The arithmetic the ensemble ran in (after any f16 fallback).
     precision: Precision,
-    /// Who ran the ensemble's convolutions: "direct-avx512", "direct-portable" or "tract".
+    /// Who ran the ensemble's convolutions: "direct-avx512", "direct-neon", "direct-portable" or "tract".
     conv_kernels: &'static str,
     detector: &'static str,
     threads: usize,
