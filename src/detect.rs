@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
+use crate::direct_conv::{self, Backend, ConvKernels};
+
 /// Embedded folded graphs (see `models/blazeface/fetch.py`).
 const SHORT_ONNX: &[u8] = include_bytes!("../models/blazeface/blazeface_short_128.onnx");
 const LONG_ONNX: &[u8] = include_bytes!("../models/blazeface/blazeface_long_256.onnx");
@@ -504,6 +506,8 @@ pub struct Detector {
     plan: Arc<TypedSimplePlan>,
     anchors: Vec<Anchor>,
     layout: OutputLayout,
+    /// Who runs the depthwise convolutions and 2x2 max-pools: ferrite's kernels, or tract (`None`).
+    kernels: Option<Backend>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -534,6 +538,25 @@ impl Detector {
     }
 
     fn from_bytes(bytes: &[u8], origin: &str, config: DetectorConfig) -> Result<Self, DetectError> {
+        let kernels = ConvKernels::from_env().map_err(|reason| DetectError::ModelLoad {
+            origin: origin.to_string(),
+            reason,
+        })?;
+        Self::from_bytes_with(bytes, origin, config, kernels)
+    }
+
+    /// [`Detector::new`] with the kernels given instead of taken from `FERRITE_CONV`.
+    pub fn with_kernels(config: DetectorConfig, kernels: ConvKernels) -> Result<Self, DetectError> {
+        let origin = format!("(embedded {:?})", config.model);
+        Self::from_bytes_with(config.model.embedded(), &origin, config, kernels)
+    }
+
+    fn from_bytes_with(
+        bytes: &[u8],
+        origin: &str,
+        config: DetectorConfig,
+        kernels: ConvKernels,
+    ) -> Result<Self, DetectError> {
         config.validate()?;
         let load_err = |reason: String| DetectError::ModelLoad {
             origin: origin.to_string(),
@@ -544,16 +567,30 @@ impl Detector {
             .model_for_read(&mut &bytes[..])
             .map_err(|e| load_err(format!("{e:#}")))?;
         Self::check_declared_input(&model, config.model).map_err(load_err)?;
-        let plan = model
+        let shape_err = |e: TractError| {
+            load_err(format!(
+                "{e:#} (model {:?} expects input 1x{size}x{size}x3)",
+                config.model
+            ))
+        };
+        let mut typed = model
             .with_input_fact(0, f32::fact([1, size, size, 3]).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(shape_err)?;
+        let kernels = match kernels.resolve() {
+            Some(backend) => {
+                let replaced = direct_conv::replace_depthwise_and_pools(&mut typed, backend)
+                    .map_err(|e| load_err(format!("{e:#}")))?;
+                log::debug!("detector: {replaced} nodes run by {}", backend.name());
+                (replaced > 0).then_some(backend)
+            }
+            None => None,
+        };
+        let plan = typed
+            .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                load_err(format!(
-                    "{e:#} (model {:?} expects input 1x{size}x{size}x3)",
-                    config.model
-                ))
-            })?;
+            .map_err(shape_err)?;
         let (anchors, group_sizes) = generate_anchors(size, &config.model.strides());
         let layout = Self::output_layout(&plan, &group_sizes).map_err(load_err)?;
         Ok(Detector {
@@ -561,6 +598,7 @@ impl Detector {
             plan,
             anchors,
             layout,
+            kernels,
         })
     }
 
@@ -638,6 +676,12 @@ impl Detector {
     /// The configuration this detector was built with.
     pub fn config(&self) -> &DetectorConfig {
         &self.config
+    }
+
+    /// Who runs the depthwise convolutions and 2x2 max-pools: "direct-avx512", "direct-neon",
+    /// "direct-portable" or "tract".
+    pub fn kernels(&self) -> &'static str {
+        self.kernels.map_or("tract", Backend::name)
     }
 
     /// Runs the model on the NHWC input data and returns its raw outputs.
@@ -1102,12 +1146,30 @@ mod tests {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let detector = Detector::new(DetectorConfig {
-            model,
-            ..Default::default()
-        })
-        .expect("load");
-        let outputs = detector.run(&data).expect("run");
+        let mut kernels = vec![ConvKernels::Tract, ConvKernels::Direct(Backend::Portable)];
+        kernels.extend(
+            [Backend::Avx512, Backend::Neon]
+                .into_iter()
+                .filter(|b| b.available())
+                .map(ConvKernels::Direct),
+        );
+        for k in kernels {
+            let config = DetectorConfig {
+                model,
+                ..Default::default()
+            };
+            let detector = Detector::with_kernels(config, k).expect("load");
+            let want = match k {
+                ConvKernels::Direct(backend) => backend.name(),
+                _ => "tract",
+            };
+            assert_eq!(detector.kernels(), want);
+            parity_of(&detector, &data, &expected, name);
+        }
+    }
+
+    fn parity_of(detector: &Detector, data: &[f32], expected: &[f32], name: &str) {
+        let outputs = detector.run(data).expect("run");
         assert_eq!(outputs.len(), 4);
         let mut offset = 0;
         let mut worst = 0.0f32;

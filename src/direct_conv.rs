@@ -70,6 +70,66 @@ impl Backend {
     }
 }
 
+/// The environment variable that picks the convolution kernels (see [`ConvKernels`]). For
+/// comparing kernels, and for working around a suspected kernel bug without a rebuild.
+pub const CONV_ENV: &str = "FERRITE_CONV";
+
+/// Who runs the backbones' 3x3 convolutions (`FERRITE_CONV`: auto, tract, avx512, neon, portable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConvKernels {
+    /// ferrite's direct kernels where they were measured faster than tract's (x86_64 with
+    /// AVX-512F), tract's everywhere else.
+    #[default]
+    Auto,
+    /// tract's own im2col + matrix-product kernels.
+    Tract,
+    /// ferrite's direct kernels on the given backend, even where not measured faster.
+    Direct(Backend),
+}
+
+impl ConvKernels {
+    /// From `FERRITE_CONV`; unset or empty is [`ConvKernels::Auto`].
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(CONV_ENV) {
+            Ok(value) => value.parse().map_err(|e| format!("{CONV_ENV}: {e}")),
+            Err(std::env::VarError::NotPresent) => Ok(ConvKernels::Auto),
+            Err(e) => Err(format!("{CONV_ENV}: {e}")),
+        }
+    }
+
+    /// The backend that will run, if any.
+    pub fn resolve(self) -> Option<Backend> {
+        match self {
+            ConvKernels::Auto => Backend::detect(),
+            ConvKernels::Tract => None,
+            ConvKernels::Direct(backend) => Some(backend),
+        }
+    }
+}
+
+impl std::str::FromStr for ConvKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let backend = match s {
+            "" | "auto" => return Ok(ConvKernels::Auto),
+            "tract" => return Ok(ConvKernels::Tract),
+            "avx512" => Backend::Avx512,
+            "neon" => Backend::Neon,
+            "portable" => Backend::Portable,
+            other => {
+                return Err(format!(
+                    "expected auto, tract, avx512, neon or portable, got {other:?}"
+                ))
+            }
+        };
+        if !backend.available() {
+            return Err(format!("{s}: this CPU cannot run it"));
+        }
+        Ok(ConvKernels::Direct(backend))
+    }
+}
+
 /// One 3x3, stride-1, pad-1 convolution with its bias, weights packed for the blocked layout.
 #[derive(Clone, Debug, PartialEq)]
 struct Conv3x3 {
@@ -932,6 +992,390 @@ fn match_conv(model: &TypedModel, node: usize) -> TractResult<Option<MatchedConv
     }))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Depthwise 3x3 convolutions and 2x2 max-pools, plain NCHW, for BlazeFace. tract's DepthWiseConv
+// and OptMaxPool took 44 % of the detector graph's time for 4 % of its arithmetic; these are
+// row-wise multiply-adds the compiler vectorises for the backend's width.
+
+/// A depthwise (one filter per channel) 3x3 convolution with bias, stride 1 or 2, explicit padding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Depthwise3x3 {
+    channels: usize,
+    stride: usize,
+    /// Input height and width.
+    hw: (usize, usize),
+    /// Padding before (top, left) and after (bottom, right).
+    pad_before: (usize, usize),
+    pad_after: (usize, usize),
+    /// `[channel][ky][kx]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    backend: Backend,
+}
+
+impl Eq for Depthwise3x3 {}
+
+impl Depthwise3x3 {
+    fn padded_hw(&self) -> (usize, usize) {
+        (
+            self.hw.0 + self.pad_before.0 + self.pad_after.0,
+            self.hw.1 + self.pad_before.1 + self.pad_after.1,
+        )
+    }
+
+    fn output_hw(&self) -> (usize, usize) {
+        let (ph, pw) = self.padded_hw();
+        ((ph - 3) / self.stride + 1, (pw - 3) / self.stride + 1)
+    }
+
+    /// `input` is `[c][h][w]` for one image, `output` `[c][oh][ow]`.
+    fn run_image(&self, input: &[f32], output: &mut [f32], padded: &mut Vec<f32>) {
+        let (h, w) = self.hw;
+        let (ph, pw) = self.padded_hw();
+        let (oh, ow) = self.output_hw();
+        padded.clear();
+        padded.resize(ph * pw, 0.0);
+        for c in 0..self.channels {
+            for y in 0..h {
+                let at = (y + self.pad_before.0) * pw + self.pad_before.1;
+                padded[at..at + w].copy_from_slice(&input[(c * h + y) * w..][..w]);
+            }
+            let k = &self.weights[c * 9..][..9];
+            let out = &mut output[c * oh * ow..][..oh * ow];
+            run_backend(self.backend, || {
+                depthwise_plane(padded, pw, k, self.bias[c], self.stride, out, ow)
+            });
+        }
+    }
+}
+
+/// One channel: every output row starts at the bias and gets the nine taps added row by row,
+/// `out[x] += k * row[stride * x + kx]`, a loop the compiler turns into vector multiply-adds.
+#[inline(always)]
+fn depthwise_plane(
+    padded: &[f32],
+    pw: usize,
+    k: &[f32],
+    bias: f32,
+    stride: usize,
+    out: &mut [f32],
+    ow: usize,
+) {
+    for (oy, row_out) in out.chunks_exact_mut(ow).enumerate() {
+        row_out.fill(bias);
+        for ky in 0..3 {
+            let row = &padded[(oy * stride + ky) * pw..][..pw];
+            for kx in 0..3 {
+                let weight = k[ky * 3 + kx];
+                if stride == 1 {
+                    for (o, v) in row_out.iter_mut().zip(&row[kx..kx + ow]) {
+                        *o += weight * v;
+                    }
+                } else {
+                    for (x, o) in row_out.iter_mut().enumerate() {
+                        *o += weight * row[stride * x + kx];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2x2 max-pool, stride 2, no padding (odd trailing rows and columns are dropped, as ONNX does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaxPool2x2 {
+    backend: Backend,
+}
+
+impl MaxPool2x2 {
+    fn run_plane(&self, input: &[f32], w: usize, output: &mut [f32]) {
+        let ow = w / 2;
+        run_backend(self.backend, || {
+            for (oy, out) in output.chunks_exact_mut(ow).enumerate() {
+                let top = &input[2 * oy * w..][..w];
+                let bottom = &input[(2 * oy + 1) * w..][..w];
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = top[2 * x]
+                        .max(top[2 * x + 1])
+                        .max(bottom[2 * x].max(bottom[2 * x + 1]));
+                }
+            }
+        });
+    }
+}
+
+/// Runs `body` compiled for the backend's vector width: inside an AVX-512 function for
+/// [`Backend::Avx512`], as is elsewhere (NEON is the aarch64 baseline).
+#[inline(always)]
+fn run_backend(backend: Backend, body: impl FnOnce()) {
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide(body: impl FnOnce()) {
+                body()
+            }
+            // Safety: the backend is only chosen after `Backend::available` found AVX-512F.
+            unsafe { wide(body) }
+        }
+        _ => body(),
+    }
+}
+
+thread_local! {
+    static PADDED_PLANE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Op for Depthwise3x3 {
+    fn name(&self) -> StaticName {
+        "FerriteDepthwise3x3".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "stride {}, {}",
+            self.stride,
+            self.backend.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Depthwise3x3 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        if shape.len() != 4 || shape[1] != self.channels || (shape[2], shape[3]) != self.hw {
+            bail!(
+                "depthwise conv built for [N, {}, {:?}], got {shape:?}",
+                self.channels,
+                self.hw
+            );
+        }
+        let (oh, ow) = self.output_hw();
+        let batch = shape[0];
+        let mut output = Tensor::zero::<f32>(&[batch, self.channels, oh, ow])?;
+        {
+            let plain = input.try_as_plain_ram()?;
+            let input = plain.as_slice::<f32>()?;
+            let mut out_plain = output.try_as_plain_ram_mut()?;
+            let out = out_plain.as_slice_mut::<f32>()?;
+            let (in_image, out_image) = (
+                self.channels * self.hw.0 * self.hw.1,
+                self.channels * oh * ow,
+            );
+            PADDED_PLANE.with(|padded| {
+                let mut padded = padded.borrow_mut();
+                for n in 0..batch {
+                    self.run_image(
+                        &input[n * in_image..][..in_image],
+                        &mut out[n * out_image..][..out_image],
+                        &mut padded,
+                    );
+                }
+            });
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Depthwise3x3 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let (oh, ow) = self.output_hw();
+        let batch = inputs[0].shape[0].clone();
+        Ok(tvec!(f32::fact(&[
+            batch,
+            self.channels.into(),
+            oh.into(),
+            ow.into()
+        ])))
+    }
+
+    as_op!();
+}
+
+impl Op for MaxPool2x2 {
+    fn name(&self) -> StaticName {
+        "FerriteMaxPool2x2".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MaxPool2x2 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape().to_vec();
+        if shape.len() != 4 || shape[2] < 2 || shape[3] < 2 {
+            bail!("2x2 max-pool needs [N, C, H >= 2, W >= 2], got {shape:?}");
+        }
+        let (h, w) = (shape[2], shape[3]);
+        let (oh, ow) = (h / 2, w / 2);
+        let mut output = Tensor::zero::<f32>(&[shape[0], shape[1], oh, ow])?;
+        {
+            let plain = input.try_as_plain_ram()?;
+            let input = plain.as_slice::<f32>()?;
+            let mut out_plain = output.try_as_plain_ram_mut()?;
+            let out = out_plain.as_slice_mut::<f32>()?;
+            for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+                self.run_plane(plane, w, out);
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for MaxPool2x2 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape = &inputs[0].shape;
+        let half = |d: &TDim| -> TractResult<TDim> { Ok((d.to_usize()? / 2).into()) };
+        Ok(tvec!(f32::fact(&[
+            shape[0].clone(),
+            shape[1].clone(),
+            half(&shape[2])?,
+            half(&shape[3])?
+        ])))
+    }
+
+    as_op!();
+}
+
+/// Replaces every supported depthwise 3x3 convolution and 2x2 max-pool of a decluttered f32 graph
+/// by [`Depthwise3x3`] and [`MaxPool2x2`]; returns how many nodes it replaced.
+pub fn replace_depthwise_and_pools(model: &mut TypedModel, backend: Backend) -> TractResult<usize> {
+    if !backend.available() {
+        bail!("{} is not available on this CPU", backend.name());
+    }
+    let mut replacements: Vec<(OutletId, usize, Box<dyn TypedOp>)> = Vec::new();
+    for id in model.eval_order()? {
+        if let Some(op) = match_depthwise(model, id, backend) {
+            replacements.push((model.node(id).inputs[0], id, Box::new(op)));
+        } else if is_maxpool_2x2(model, id) {
+            replacements.push((
+                model.node(id).inputs[0],
+                id,
+                Box::new(MaxPool2x2 { backend }),
+            ));
+        }
+    }
+    let count = replacements.len();
+    for (input, node, op) in replacements {
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, input)?;
+        let name = format!("{}.ferrite", model.node(node).name);
+        let out = patch.wire_node(name, op, &[tap])?;
+        patch.shunt_outside(model, OutletId::new(node, 0), out[0])?;
+        patch.apply(model)?;
+    }
+    Ok(count)
+}
+
+fn match_depthwise(model: &TypedModel, node: usize, backend: Backend) -> Option<Depthwise3x3> {
+    let n = model.node(node);
+    let conv = n.op_as::<Conv>()?;
+    let spec = &conv.pool_spec;
+    let channels = spec.input_channels;
+    let stride = match spec.strides.as_ref().map(|s| s.as_slice()) {
+        None | Some([1, 1]) => 1,
+        Some([2, 2]) => 2,
+        _ => return None,
+    };
+    let (before, after) = match &spec.padding {
+        PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, false)
+            if b.len() == 2 && a.len() == 2 =>
+        {
+            ((b[0], b[1]), (a[0], a[1]))
+        }
+        _ => return None,
+    };
+    let shape_ok = spec.data_format == DataFormat::NCHW
+        && spec.kernel_shape.as_slice() == [3, 3]
+        && is_unit(&spec.dilations)
+        && conv.group == channels
+        && spec.output_channels == channels
+        && conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && n.inputs.len() == 3
+        && is_f32_rank4(model, n.inputs[0])
+        && is_f32_rank4(model, OutletId::new(node, 0))
+        && before.0 <= 2
+        && before.1 <= 2
+        && after.0 <= 2
+        && after.1 <= 2;
+    if !shape_ok {
+        return None;
+    }
+    let shape = model
+        .outlet_fact(n.inputs[0])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let weights = const_f32(model, n.inputs[1])?;
+    let bias = const_f32(model, n.inputs[2])?;
+    let bias = match bias.len() {
+        1 => vec![bias[0]; channels],
+        len if len == channels => bias,
+        _ => return None,
+    };
+    let op = Depthwise3x3 {
+        channels,
+        stride,
+        hw: (shape[2], shape[3]),
+        pad_before: before,
+        pad_after: after,
+        weights,
+        bias,
+        backend,
+    };
+    let fits = shape[1] == channels
+        && op.weights.len() == channels * 9
+        && op.padded_hw().0 >= 3
+        && op.padded_hw().1 >= 3
+        && model
+            .outlet_fact(OutletId::new(node, 0))
+            .ok()?
+            .shape
+            .as_concrete()
+            == Some(&[shape[0], channels, op.output_hw().0, op.output_hw().1][..]);
+    fits.then_some(op)
+}
+
+fn is_maxpool_2x2(model: &TypedModel, node: usize) -> bool {
+    let n = model.node(node);
+    let Some(pool) = n.op_as::<MaxPool>() else {
+        return false;
+    };
+    let spec = &pool.pool_spec;
+    let no_padding = match &spec.padding {
+        PaddingSpec::Valid => true,
+        PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, false) => {
+            b.iter().chain(a.iter()).all(|&p| p == 0)
+        }
+        _ => false,
+    };
+    pool.with_index_outputs.is_none()
+        && spec.data_format == DataFormat::NCHW
+        && spec.kernel_shape.as_slice() == [2, 2]
+        && spec
+            .strides
+            .as_ref()
+            .is_some_and(|s| s.as_slice() == [2, 2])
+        && is_unit(&spec.dilations)
+        && no_padding
+        && is_f32_rank4(model, n.inputs[0])
+        && model
+            .outlet_fact(n.inputs[0])
+            .ok()
+            .and_then(|f| f.shape.as_concrete().map(|s| s[2] >= 2 && s[3] >= 2))
+            .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1081,6 +1525,78 @@ mod tests {
         check_chain(3, 7, 13, &[(20, true, true), (5, false, false)], 2);
         check_chain(2, 5, 26, &[(48, true, false), (17, true, true)], 3);
         check_chain(16, 1, 1, &[(16, true, true)], 4);
+    }
+
+    #[test]
+    fn depthwise_matches_a_plain_reference_for_both_strides_and_paddings() {
+        for (stride, before, after, h, w) in [
+            (1, (1, 1), (1, 1), 9, 21),
+            (2, (0, 0), (1, 1), 16, 33),
+            (2, (1, 0), (0, 2), 7, 5),
+        ] {
+            let channels = 3;
+            let input = values(channels * h * w, 7);
+            let weights = values(channels * 9, 8);
+            let bias = values(channels, 9);
+            for backend in backends() {
+                let op = Depthwise3x3 {
+                    channels,
+                    stride,
+                    hw: (h, w),
+                    pad_before: before,
+                    pad_after: after,
+                    weights: weights.clone(),
+                    bias: bias.clone(),
+                    backend,
+                };
+                let (oh, ow) = op.output_hw();
+                let mut got = vec![f32::NAN; channels * oh * ow];
+                op.run_image(&input, &mut got, &mut Vec::new());
+                for c in 0..channels {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut want = bias[c];
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = (oy * stride + ky) as isize - before.0 as isize;
+                                    let ix = (ox * stride + kx) as isize - before.1 as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        want += weights[c * 9 + ky * 3 + kx]
+                                            * input[(c * h + iy as usize) * w + ix as usize];
+                                    }
+                                }
+                            }
+                            let g = got[(c * oh + oy) * ow + ox];
+                            assert!(
+                                (g - want).abs() < 1e-5,
+                                "{backend:?} stride {stride} ({c},{oy},{ox}): {g} != {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_drops_odd_edges() {
+        let (h, w) = (5, 7);
+        let input = values(h * w, 11);
+        for backend in backends() {
+            let mut got = vec![f32::NAN; (h / 2) * (w / 2)];
+            MaxPool2x2 { backend }.run_plane(&input, w, &mut got);
+            for oy in 0..h / 2 {
+                for ox in 0..w / 2 {
+                    let at = |y: usize, x: usize| input[y * w + x];
+                    let want = at(2 * oy, 2 * ox)
+                        .max(at(2 * oy, 2 * ox + 1))
+                        .max(at(2 * oy + 1, 2 * ox))
+                        .max(at(2 * oy + 1, 2 * ox + 1));
+                    assert_eq!(got[oy * (w / 2) + ox], want, "{backend:?}");
+                }
+            }
+        }
     }
 
     #[test]

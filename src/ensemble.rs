@@ -15,7 +15,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::align;
-use crate::direct_conv::{self, Backend};
+use crate::direct_conv::{self, Backend, ConvKernels};
 use crate::models::{Manifest, ModelSource};
 
 /// 68-point landmarks (iBUG 300-W order), in crop coordinates normalised to [0, 1].
@@ -332,66 +332,6 @@ pub const FORMAT_SWITCH_RATIO: f64 = 1.2;
 /// slower than ferrite's direct fp32 kernels; on Arm the formats were only counted, not timed.
 pub fn float_is_faster(int8: Duration, float: Duration) -> bool {
     float.as_secs_f64() * FORMAT_SWITCH_RATIO < int8.as_secs_f64()
-}
-
-/// The environment variable that picks the convolution kernels (see [`ConvKernels`]). For
-/// comparing kernels, and for working around a suspected kernel bug without a rebuild.
-pub const CONV_ENV: &str = "FERRITE_CONV";
-
-/// Who runs the backbones' 3x3 convolutions (`FERRITE_CONV`: auto, tract, avx512, neon, portable).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ConvKernels {
-    /// ferrite's direct kernels where they were measured faster than tract's (x86_64 with
-    /// AVX-512F), tract's everywhere else.
-    #[default]
-    Auto,
-    /// tract's own im2col + matrix-product kernels.
-    Tract,
-    /// ferrite's direct kernels on the given backend, even where not measured faster.
-    Direct(Backend),
-}
-
-impl ConvKernels {
-    /// From `FERRITE_CONV`; unset or empty is [`ConvKernels::Auto`].
-    pub fn from_env() -> Result<Self, String> {
-        match std::env::var(CONV_ENV) {
-            Ok(value) => value.parse().map_err(|e| format!("{CONV_ENV}: {e}")),
-            Err(std::env::VarError::NotPresent) => Ok(ConvKernels::Auto),
-            Err(e) => Err(format!("{CONV_ENV}: {e}")),
-        }
-    }
-
-    /// The backend that will run, if any.
-    fn resolve(self) -> Option<Backend> {
-        match self {
-            ConvKernels::Auto => Backend::detect(),
-            ConvKernels::Tract => None,
-            ConvKernels::Direct(backend) => Some(backend),
-        }
-    }
-}
-
-impl std::str::FromStr for ConvKernels {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let backend = match s {
-            "" | "auto" => return Ok(ConvKernels::Auto),
-            "tract" => return Ok(ConvKernels::Tract),
-            "avx512" => Backend::Avx512,
-            "neon" => Backend::Neon,
-            "portable" => Backend::Portable,
-            other => {
-                return Err(format!(
-                    "expected auto, tract, avx512, neon or portable, got {other:?}"
-                ))
-            }
-        };
-        if !backend.available() {
-            return Err(format!("{s}: this CPU cannot run it"));
-        }
-        Ok(ConvKernels::Direct(backend))
-    }
 }
 
 /// Whether this CPU has FP16 arithmetic that tract uses (Cortex-A55/A75/A76/A78 and later, Apple

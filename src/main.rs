@@ -119,15 +119,17 @@ enum Command {
             suppression), crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble (the \
             expression model, once per face), whole frame. With --graphs-only: detect graph and \
             ensemble graph, the two tract graphs alone.\n\n\
-            Convolution kernels: float models run their 3x3 convolutions through ferrite's \
-            direct kernels where those were measured faster than tract's (x86_64 with AVX-512F), \
-            else through tract. FERRITE_CONV=tract|avx512|neon|portable|auto overrides that for any \
+            Kernels: the ensemble's 3x3 convolutions and the detector's depthwise convolutions \
+            and 2x2 max-pools run in ferrite's direct kernels where those were measured faster \
+            than tract's (x86_64 with AVX-512F), else in tract. FERRITE_CONV=tract|avx512|neon|portable|auto overrides that for any \
             command, e.g. to compare: FERRITE_CONV=tract ferrite bench --graphs-only\n\n\
             --json prints an array with one object per model, thread count and stage:\n  \
             model         string  model name as given (--model or a bundled name)\n  \
             precision     string  \"stored\" or \"f16\": what the ensemble ran in\n  \
             conv_kernels  string  \"direct-avx512\", \"direct-neon\", \"direct-portable\" or \"tract\": who \
             ran the ensemble's convolutions\n  \
+            detector_kernels string  the same for the detector's depthwise convolutions and \
+            2x2 max-pools\n  \
             detector      string  \"short\" or \"long\"\n  \
             threads       number  concurrent workers (1 with --graphs-only)\n  \
             tract_threads number  --tract-threads: tract's intra-op threads per graph run\n  \
@@ -1059,6 +1061,8 @@ struct BenchRow {
     precision: Precision,
     /// Who ran the ensemble's convolutions: "direct-avx512", "direct-neon", "direct-portable" or "tract".
     conv_kernels: &'static str,
+    /// Who ran the detector's depthwise convolutions and 2x2 max-pools (same names).
+    detector_kernels: &'static str,
     detector: &'static str,
     threads: usize,
     tract_threads: usize,
@@ -1121,6 +1125,7 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
             model: args.pipeline.model.clone(),
             precision: classifier.ensemble().precision(),
             conv_kernels: classifier.ensemble().conv_kernels(),
+            detector_kernels: detector.kernels(),
             detector: detector_name,
             threads,
             tract_threads,
@@ -1132,11 +1137,12 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         };
         if args.graphs_only {
             eprintln!(
-                "bench: {} graphs ({} runs after {} warm-up, convolutions: {})",
+                "bench: {} graphs ({} runs after {} warm-up, kernels: ensemble {}, detector {})",
                 args.pipeline.model,
                 args.runs,
                 args.warmup,
-                classifier.ensemble().conv_kernels()
+                classifier.ensemble().conv_kernels(),
+                detector.kernels()
             );
             let inputs = ferrite::bench::graph_inputs(
                 &encoded,
@@ -1197,12 +1203,13 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
         for &threads in &args.threads.0 {
             eprintln!(
                 "bench: {} ({} runs after {} warm-up, {threads} thread(s), tract threads {}, \
-                 convolutions: {})",
+                 kernels: ensemble {}, detector {})",
                 args.pipeline.model,
                 args.runs,
                 args.warmup,
                 tract_threads,
-                classifier.ensemble().conv_kernels()
+                classifier.ensemble().conv_kernels(),
+                detector.kernels()
             );
             let run = ferrite::bench::run_threads(
                 &encoded,

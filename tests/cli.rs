@@ -466,6 +466,7 @@ fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
         let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
         let row = &rows.as_array().unwrap()[0];
         assert_eq!(row["conv_kernels"], name);
+        assert_eq!(row["detector_kernels"], name);
         let ops: Vec<&str> = row["profile"]
             .as_array()
             .unwrap()
