@@ -705,6 +705,20 @@ impl Detector {
         Letterbox::new(w, h, size).tensor_data(image)
     }
 
+    /// Where the graph's time goes on a [`Detector::model_input`]: each tract operator kind's
+    /// median time over `runs` runs, slowest first.
+    pub fn profile(
+        &self,
+        input: &[f32],
+        runs: usize,
+    ) -> Result<Vec<crate::profile::OpTime>, DetectError> {
+        let size = self.config.model.input_size();
+        let inference = |e: TractError| DetectError::Inference(format!("{e:#}"));
+        let input = Tensor::from_shape(&[1, size, size, 3], input).map_err(inference)?;
+        let mut state = self.plan.spawn().map_err(inference)?;
+        crate::profile::per_operator(&mut state, input, runs).map_err(inference)
+    }
+
     /// Runs the graph alone on a [`Detector::model_input`] (`1 x S x S x 3` values) and drops
     /// its outputs: no anchor decoding, no suppression. For benchmarks.
     pub fn run_model(&self, input: &[f32]) -> Result<(), DetectError> {

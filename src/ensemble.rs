@@ -17,6 +17,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::align;
 use crate::direct_conv::{self, Backend, ConvKernels};
 use crate::models::{Manifest, ModelSource};
+pub use crate::profile::OpTime;
 
 /// 68-point landmarks (iBUG 300-W order), in crop coordinates normalised to [0, 1].
 pub const LANDMARK_POINTS: usize = 68;
@@ -393,16 +394,6 @@ fn run_error(e: TractError) -> EnsembleError {
     EnsembleError::Run(format!("{e:#}"))
 }
 
-/// One operator kind's share of a graph run ([`Session::profile_prepared`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct OpTime {
-    /// tract's operator name after optimisation, e.g. `OptMatMul` (convolutions and matrix
-    /// products), `OptMaxPool`, `Pad`.
-    pub op: String,
-    /// Median over the runs of this kind's summed node times in one run.
-    pub median_ms: f64,
-}
-
 /// Per-thread inference state: reuses tract's op states and the input buffer across faces.
 pub struct Session<'a> {
     ensemble: &'a Ensemble,
@@ -487,39 +478,7 @@ impl Session<'_> {
     /// what to optimise on a board (`ferrite bench --graphs-only --profile`).
     pub fn profile_prepared(&mut self, runs: usize) -> Result<Vec<OpTime>, EnsembleError> {
         let input = self.input_tensor()?;
-        let mut per_run: Vec<std::collections::HashMap<String, f64>> = Vec::new();
-        for _ in 0..runs.max(1) {
-            let mut times = std::collections::HashMap::new();
-            self.state
-                .run_plan_with_eval(tvec!(input.clone().into()), |ctx, state, node, inputs| {
-                    let start = std::time::Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
-                    *times.entry(node.op().name().to_string()).or_insert(0.0) +=
-                        start.elapsed().as_secs_f64() * 1e3;
-                    out
-                })
-                .map_err(run_error)?;
-            per_run.push(times);
-        }
-        let mut ops: Vec<String> = per_run.iter().flat_map(|t| t.keys().cloned()).collect();
-        ops.sort();
-        ops.dedup();
-        let mut out: Vec<OpTime> = ops
-            .into_iter()
-            .map(|op| {
-                let mut ms: Vec<f64> = per_run
-                    .iter()
-                    .map(|t| t.get(&op).copied().unwrap_or(0.0))
-                    .collect();
-                ms.sort_by(f64::total_cmp);
-                OpTime {
-                    median_ms: ms[ms.len() / 2],
-                    op,
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
-        Ok(out)
+        crate::profile::per_operator(&mut self.state, input, runs).map_err(run_error)
     }
 
     /// The inference half of [`Session::predict`]: runs the model on what [`Session::prepare`]

@@ -27,5 +27,6 @@ pub mod frame;
 pub mod gpio;
 pub mod models;
 pub mod pipeline;
+pub mod profile;
 pub mod sink;
 pub mod track;

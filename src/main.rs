@@ -142,7 +142,7 @@ enum Command {
             input_shape   array   --graphs-only rows only: the graph's input shape\n  \
             input_file    string  --graphs-only with --save-inputs: that input as raw \
             little-endian f32\n  \
-            profile       array   --profile, ensemble graph row: {op, median_ms} per tract \
+            profile       array   --profile, graph rows: {op, median_ms} per tract \
             operator kind, slowest first"
     )]
     Bench(BenchArgs),
@@ -297,8 +297,9 @@ struct BenchArgs {
     #[arg(long, value_name = "DIR", requires = "graphs_only")]
     save_inputs: Option<PathBuf>,
 
-    /// With --graphs-only: where the ensemble's time goes, per tract operator kind (median ms
-    /// per run over --runs extra runs that time every node; `OptMatMul` holds the convolutions).
+    /// With --graphs-only: where each graph's time goes, per tract operator kind (median ms per
+    /// run over --runs extra runs that time every node; `OptMatMul` holds tract's convolutions,
+    /// `Ferrite*` ferrite's direct kernels).
     #[arg(long, requires = "graphs_only")]
     profile: bool,
 
@@ -1184,12 +1185,14 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
                     Some(dir) => Some(write_f32(dir, &file, values)?),
                     None => None,
                 };
-                let profile = if args.profile && stats.stage == "ensemble graph" {
-                    let mut session = classifier.ensemble().session()?;
-                    session.predict_normalised(&inputs.ensemble)?;
-                    Some(session.profile_prepared(args.runs)?)
-                } else {
-                    None
+                let profile = match (args.profile, stats.stage) {
+                    (true, "ensemble graph") => {
+                        let mut session = classifier.ensemble().session()?;
+                        session.predict_normalised(&inputs.ensemble)?;
+                        Some(session.profile_prepared(args.runs)?)
+                    }
+                    (true, "detect graph") => Some(detector.profile(&inputs.detector, args.runs)?),
+                    _ => None,
                 };
                 rows.push(BenchRow {
                     input_shape: Some(shape),
@@ -1254,8 +1257,8 @@ fn bench(mut args: BenchArgs) -> Result<ExitCode> {
             let total: f64 = profile.iter().map(|o| o.median_ms).sum();
             writeln!(
                 out,
-                "\n{} ensemble graph by operator (median ms per run):",
-                r.model
+                "\n{} {} by operator (median ms per run):",
+                r.model, r.stats.stage
             )?;
             for o in profile {
                 let share = if total > 0.0 {

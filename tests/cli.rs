@@ -446,14 +446,14 @@ fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
 fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
     let bench = |kernels: &str| {
         Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args(["bench", "--graphs-only", "--graph", "ensemble", "--profile"])
+            .args(["bench", "--graphs-only", "--profile"])
             .args(["--runs", "2", "--warmup", "0", "--json"])
             .env("RUST_LOG", "off")
             .env("FERRITE_CONV", kernels)
             .output()
             .expect("the ferrite binary runs")
     };
-    for (kernels, name, chain_ops) in [
+    for (kernels, name, direct) in [
         ("tract", "tract", false),
         ("portable", "direct-portable", true),
     ] {
@@ -464,20 +464,24 @@ fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
             String::from_utf8_lossy(&out.stderr)
         );
         let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let row = &rows.as_array().unwrap()[0];
-        assert_eq!(row["conv_kernels"], name);
-        assert_eq!(row["detector_kernels"], name);
-        let ops: Vec<&str> = row["profile"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["op"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            ops.contains(&"FerriteConvChain"),
-            chain_ops,
-            "{kernels}: {ops:?}"
-        );
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 2, "detect graph and ensemble graph");
+        for (row, op) in rows.iter().zip(["FerriteDepthwise3x3", "FerriteConvChain"]) {
+            assert_eq!(row["conv_kernels"], name);
+            assert_eq!(row["detector_kernels"], name);
+            let ops: Vec<&str> = row["profile"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["op"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                ops.contains(&op),
+                direct,
+                "{kernels} {}: {ops:?}",
+                row["stage"]
+            );
+        }
     }
     let bad = bench("cuda");
     assert!(!bad.status.success());
