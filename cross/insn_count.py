@@ -2,7 +2,7 @@
 """Guest instructions per inference under qemu-user, for the board estimates (issue 7).
 
     cross/insn_count.py [--no-apt] [--arch auto|aarch64|armv7|all] [--cpus LIST] [--binary PATH]
-                        [--runs 2,5,8] [--json FILE]
+                        [--runs 2,5,8] [--kernels auto,tract,neon] [--json FILE]
 
 Counts the instructions the Arm binary executes per graph run under qemu-user's TCG with a small
 counting plugin (cross/insn_count/insn_count.c), on each emulated core: aarch64 under
@@ -22,7 +22,8 @@ through, where tract looks for the core's part number and "asimdhp" (it warns th
 so each core's kind is passed to tract as a board would give it (CPU_ENV below: the Cortex-A53's own
 kernels; FP16 and the dot product on the A76). tract reads FEAT_DotProd from AT_HWCAP itself. f16 rows
 are counted only on cores with FP16 arithmetic (FP16_CPUS), and a bench that fell back to the stored
-model is refused.
+model is refused. `--kernels` counts each FERRITE_CONV value in turn (tract's kernels against
+ferrite's direct NEON ones, say); each row names the kernels the bench reported running.
 
 Setup (idempotent; `--no-apt` only checks): Debian's dynamic qemu-user (qemu-user-static cannot
 load plugins; installed without recommends, since qemu-user-binfmt conflicts with the
@@ -175,6 +176,17 @@ def check_bench_output(stdout, graph, runs, precision=None):
         raise Fail(f"bench printed stages {got} with runs {[r.get('runs') for r in rows]}, expected {want} x {runs}")
     if precision and any(r.get("precision") != precision for r in rows):
         raise Fail(f"bench ran precision {[r.get('precision') for r in rows]}, asked for {precision}")
+    return rows
+
+
+def kernels_of(rows):
+    """Who ran each graph of a bench's JSON rows ("tract" for binaries that do not say): the
+    ensemble's convolutions, the detector's depthwise convolutions and pools."""
+    names = []
+    for r in rows:
+        key = "conv_kernels" if r.get("stage") == "ensemble graph" else "detector_kernels"
+        names.append(r.get(key, "tract"))
+    return "/".join(names)
 
 
 def with_ratios(rows):
@@ -185,7 +197,7 @@ def with_ratios(rows):
         if r["graph"] == "detector":
             continue
         refs = [o for o in rows if o["format"] == "fp32" and o["graph"] == r["graph"]
-                and o["arch"] == r["arch"] and o["cpu"] == r["cpu"]]
+                and o["arch"] == r["arch"] and o["cpu"] == r["cpu"] and o.get("kernels") == r.get("kernels")]
         named = [o for o in refs if o["model"] == r["model"].replace(r["format"], "fp32")]
         ref = (named or refs or [None])[0]
         if ref:
@@ -198,6 +210,10 @@ def table(rows):
     body = [[r["arch"], r["cpu"], r["model"], r["format"], r["graph"], f"{r['minsns']:.1f}",
              "" if r["vs_fp32"] is None else f"{r['vs_fp32']:.2f}", f"{100 * r['spread']:.2f} %"]
             for r in rows]
+    if any("kernels" in r for r in rows):
+        head.insert(5, "kernels")
+        for line, r in zip(body, rows):
+            line.insert(5, r.get("kernels", ""))
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["| " + " | ".join(x.ljust(w) for x, w in zip(line, widths)) + " |" for line in [head, *body]]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -209,11 +225,17 @@ def measure(count, binary_jobs, runs, warmup, detector):
     count; each job is counted at every run count in `runs`."""
     rows = []
     for label, fmt, graph, extra in binary_jobs:
-        points = [(n, count(bench_args(extra, detector, warmup, n), graph, n)) for n in runs]
+        points, seen = [], {}
+        for n in runs:
+            # `count` may also return what the bench said about itself (the kernels that ran).
+            c = count(bench_args(extra, detector, warmup, n), graph, n)
+            if isinstance(c, tuple):
+                c, seen = c
+            points.append((n, c))
         slope, spread = per_run(points)
         rows.append({"model": label, "format": fmt, "graph": graph, "minsns": round(slope / 1e6, 2),
                      "insns": round(slope), "spread": round(spread, 5),
-                     "counts": {str(n): c for n, c in points}})
+                     "counts": {str(n): c for n, c in points}, **seen})
     return rows
 
 
@@ -408,6 +430,9 @@ def main():
     ap.add_argument("--timeout", type=int, default=600, help="seconds per qemu run [default: 600]")
     ap.add_argument("--no-apt", action="store_true", help="install and download nothing; fail if missing")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the rows and setup there")
+    ap.add_argument("--kernels", default="auto",
+                    help="comma-separated FERRITE_CONV values to count, e.g. tract,neon [default: auto, "
+                    "what the binary picks]")
     args = ap.parse_args()
 
     binaries = {a: ROOT / f"target/{ARCHES[a][0]}/release/ferrite" for a in ARCHES}
@@ -452,25 +477,27 @@ def main():
                 print(f"insn_count: {binary} has no `bench --graph`: counting detector + ensemble per run",
                       file=sys.stderr)
             for cpu in cpus:
-                def count(bench, graph, runs):
-                    out = Path(tmp) / "count"
-                    out.unlink(missing_ok=True)
-                    stdout = run_guest(guest(arch, binary, cpu, plugin, out) + bench, args.timeout,
-                                       CPU_ENV.get(cpu))
-                    precision = bench[bench.index("--precision") + 1] if "--precision" in bench else None
-                    check_bench_output(stdout, graph, runs, precision)
-                    if not out.exists():
-                        raise Fail(f"the plugin wrote no count for {' '.join(bench)}")
-                    counts = parse_counts(out.read_text())
-                    if counts.get("vcpus", 1) != 1:
-                        print(f"insn_count: {counts['vcpus']} guest threads ran", file=sys.stderr)
-                    print(f"insn_count: {arch} {cpu} {' '.join(bench)}: {counts['insns']} instructions",
-                          file=sys.stderr)
-                    return counts["insns"]
-                f16 = precision_flag and cpu in FP16_CPUS
-                for row in measure(count, jobs(models, graph_flag, args.detector, f16), args.runs, args.warmup,
-                                   args.detector):
-                    rows.append({"arch": arch, "cpu": cpu, **row})
+                for kernels in args.kernels.split(","):
+                    env = dict(CPU_ENV.get(cpu) or {}, FERRITE_CONV=kernels)
+
+                    def count(bench, graph, runs, env=env):
+                        out = Path(tmp) / "count"
+                        out.unlink(missing_ok=True)
+                        stdout = run_guest(guest(arch, binary, cpu, plugin, out) + bench, args.timeout, env)
+                        precision = bench[bench.index("--precision") + 1] if "--precision" in bench else None
+                        bench_rows = check_bench_output(stdout, graph, runs, precision)
+                        if not out.exists():
+                            raise Fail(f"the plugin wrote no count for {' '.join(bench)}")
+                        counts = parse_counts(out.read_text())
+                        if counts.get("vcpus", 1) != 1:
+                            print(f"insn_count: {counts['vcpus']} guest threads ran", file=sys.stderr)
+                        print(f"insn_count: {arch} {cpu} FERRITE_CONV={env['FERRITE_CONV']} {' '.join(bench)}: "
+                              f"{counts['insns']} instructions", file=sys.stderr)
+                        return counts["insns"], {"kernels": kernels_of(bench_rows)}
+                    f16 = precision_flag and cpu in FP16_CPUS
+                    for row in measure(count, jobs(models, graph_flag, args.detector, f16), args.runs,
+                                       args.warmup, args.detector):
+                        rows.append({"arch": arch, "cpu": cpu, **row})
     with_ratios(rows)
     print(f"\n{NOTE[0].upper() + NOTE[1:]}; ferrite bench --graphs-only, slope over --runs "
           f"{','.join(map(str, args.runs))} after {args.warmup} warm-up; {qemu_version}.\n")

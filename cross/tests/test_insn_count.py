@@ -186,8 +186,8 @@ def test_main_writes_table_and_json(tmp_path, monkeypatch, capsys):
     assert "not a time" in printed and "qemu-aarch64 version 7.2" in printed
     # f16 only where the core has FP16 arithmetic, with tract told so.
     assert printed.count("cortex-a72") == 3 and printed.count("cortex-a76") == 4
-    assert envs == {"cortex-a72": {"TRACT_CPU_AARCH64_KIND": "cortex-a72"},
-                    "cortex-a76": {"TRACT_CPU_AARCH64_KIND": "cortex-a75"}}
+    assert envs == {"cortex-a72": {"TRACT_CPU_AARCH64_KIND": "cortex-a72", "FERRITE_CONV": "auto"},
+                    "cortex-a76": {"TRACT_CPU_AARCH64_KIND": "cortex-a75", "FERRITE_CONV": "auto"}}
     report = json.loads(out_json.read_text())
     assert report["note"] == ic.NOTE and report["runs"] == [2, 5, 8]
     assert report["binaries"]["aarch64"]["graph_flag"] is True
@@ -261,3 +261,25 @@ def test_real_plugin_on_a_fake_ferrite(tmp_path):
         for model, want in (("m-fp32", 200_000), ("m-int8", 300_000), ("blazeface-short", 100_000)):
             assert rows[(cpu, model)]["insns"] == pytest.approx(want, abs=40), (cpu, model)
         assert rows[(cpu, "m-int8")]["vs_fp32"] == pytest.approx(1.5, abs=1e-3)
+
+
+def test_kernels_are_read_from_the_bench_and_kept_apart_in_ratios():
+    both = [{"stage": "detect graph", "detector_kernels": "direct-neon"},
+            {"stage": "ensemble graph", "conv_kernels": "direct-neon"}]
+    assert ic.kernels_of(both) == "direct-neon/direct-neon"
+    assert ic.kernels_of([{"stage": "ensemble graph"}]) == "tract", "older binaries name no kernels"
+    assert ic.check_bench_output(json.dumps([{"stage": "ensemble graph", "runs": 2}]), "ensemble", 2) == [
+        {"stage": "ensemble graph", "runs": 2}]
+
+    def count(bench, graph, runs):
+        return 1_000_000 + runs * 50_000_000, {"kernels": "direct-neon"}
+    rows = ic.measure(count, ic.jobs(MODELS, True, "short")[:1], [2, 5], 1, "short")
+    assert rows[0]["kernels"] == "direct-neon" and rows[0]["minsns"] == 50.0
+
+    rows = [{"arch": "aarch64", "cpu": "cortex-a72", "model": m, "format": f, "graph": "ensemble", "minsns": v,
+             "kernels": k, "spread": 0.0}
+            for m, f, v, k in [("m-fp32", "fp32", 70.0, "tract"), ("m-fp32", "fp32", 50.0, "direct-neon"),
+                               ("m-int8", "int8", 140.0, "tract")]]
+    assert [r["vs_fp32"] for r in ic.with_ratios(rows)] == [1.0, 1.0, 2.0]
+    lines = ic.table(rows).splitlines()
+    assert "kernels" in lines[0] and "direct-neon" in lines[3]
