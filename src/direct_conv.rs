@@ -477,6 +477,12 @@ mod avx512 {
         conv_any::<Avx512>(conv, from, src, to, dst)
     }
 
+    /// Safety: as [`super::depthwise_any`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn depthwise(taps: &Taps, planes: &[f32], out: &mut [f32], ow: usize) {
+        depthwise_any::<Avx512>(taps, planes, out, ow)
+    }
+
     /// Safety: as [`conv`].
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn maxpool(from: &Layout, src: &[f32], to: &Layout, dst: &mut [f32]) {
@@ -1031,55 +1037,93 @@ impl Depthwise3x3 {
         ((ph - 3) / self.stride + 1, (pw - 3) / self.stride + 1)
     }
 
-    /// `input` is `[c][h][w]` for one image, `output` `[c][oh][ow]`.
-    fn run_image(&self, input: &[f32], output: &mut [f32], padded: &mut Vec<f32>) {
+    /// `input` is `[c][h][w]` for one image, `output` `[c][oh][ow]`. `planes` is scratch.
+    fn run_image(&self, input: &[f32], output: &mut [f32], planes: &mut Vec<f32>) {
         let (h, w) = self.hw;
         let (ph, pw) = self.padded_hw();
         let (oh, ow) = self.output_hw();
-        padded.clear();
-        padded.resize(ph * pw, 0.0);
+        let stride = self.stride;
+        // The padded plane split into `stride` column phases (even and odd columns for stride
+        // 2), so every tap reads consecutive values: tap kx of output x is column x + kx / stride
+        // of phase kx % stride.
+        let row = pw.div_ceil(stride);
+        let plane = ph * row;
+        // The last column a tap reads, and the last row, lie inside the planes.
+        assert!(ow - 1 + 2 / stride < row && stride * (oh - 1) + 2 < ph);
+        assert!(output.len() == self.channels * oh * ow && input.len() == self.channels * h * w);
+        planes.clear();
+        planes.resize(stride * plane, 0.0);
+        // Offset of each tap's value for output (0, 0); output (oy, x) adds stride * oy rows and x.
+        let offsets: [usize; 9] =
+            std::array::from_fn(|t| (t % 3 % stride) * plane + (t / 3) * row + t % 3 / stride);
         for c in 0..self.channels {
             for y in 0..h {
-                let at = (y + self.pad_before.0) * pw + self.pad_before.1;
-                padded[at..at + w].copy_from_slice(&input[(c * h + y) * w..][..w]);
+                let start = (y + self.pad_before.0) * row;
+                let values = &input[(c * h + y) * w..][..w];
+                if stride == 1 {
+                    let at = start + self.pad_before.1;
+                    planes[at..at + w].copy_from_slice(values);
+                } else {
+                    for (x, v) in values.iter().enumerate() {
+                        let px = x + self.pad_before.1;
+                        planes[(px & 1) * plane + start + (px >> 1)] = *v;
+                    }
+                }
             }
-            let k = &self.weights[c * 9..][..9];
+            let taps = Taps {
+                weights: &self.weights[c * 9..][..9],
+                bias: self.bias[c],
+                offsets,
+                rows_per_output: stride * row,
+            };
             let out = &mut output[c * oh * ow..][..oh * ow];
-            run_backend(self.backend, || {
-                depthwise_plane(padded, pw, k, self.bias[c], self.stride, out, ow)
-            });
+            // Safety: the assertions above bound every read (a vector of 16 outputs starts at most
+            // at `ow - 16`, so it reads no column past `ow - 1 + 2 / stride`) and every write.
+            unsafe {
+                match self.backend {
+                    #[cfg(target_arch = "x86_64")]
+                    Backend::Avx512 => avx512::depthwise(&taps, planes, out, ow),
+                    #[cfg(target_arch = "aarch64")]
+                    Backend::Neon => depthwise_any::<neon::Neon>(&taps, planes, out, ow),
+                    _ => depthwise_any::<Portable>(&taps, planes, out, ow),
+                }
+            }
         }
     }
 }
 
-/// One channel: every output row starts at the bias and gets the nine taps added row by row,
-/// `out[x] += k * row[stride * x + kx]`, a loop the compiler turns into vector multiply-adds.
-#[inline(always)]
-fn depthwise_plane(
-    padded: &[f32],
-    pw: usize,
-    k: &[f32],
+/// One channel's filter and where its taps read in the phase planes ([`Depthwise3x3::run_image`]).
+struct Taps<'a> {
+    weights: &'a [f32],
     bias: f32,
-    stride: usize,
-    out: &mut [f32],
-    ow: usize,
-) {
+    /// Offset of tap `ky * 3 + kx`'s value for output (0, 0).
+    offsets: [usize; 9],
+    /// How far the taps move for one output row.
+    rows_per_output: usize,
+}
+
+/// One channel, 16 outputs of a row at a time in one vector accumulator; the row's tail in scalars.
+#[inline(always)]
+unsafe fn depthwise_any<V: Vector>(taps: &Taps, planes: &[f32], out: &mut [f32], ow: usize) {
+    let weights: [V; 9] = std::array::from_fn(|i| V::splat(taps.weights[i]));
+    let bias = V::splat(taps.bias);
     for (oy, row_out) in out.chunks_exact_mut(ow).enumerate() {
-        row_out.fill(bias);
-        for ky in 0..3 {
-            let row = &padded[(oy * stride + ky) * pw..][..pw];
-            for kx in 0..3 {
-                let weight = k[ky * 3 + kx];
-                if stride == 1 {
-                    for (o, v) in row_out.iter_mut().zip(&row[kx..kx + ow]) {
-                        *o += weight * v;
-                    }
-                } else {
-                    for (x, o) in row_out.iter_mut().enumerate() {
-                        *o += weight * row[stride * x + kx];
-                    }
-                }
+        let src = planes.as_ptr().add(oy * taps.rows_per_output);
+        let mut x0 = 0;
+        while x0 + LANES <= ow {
+            let mut acc = bias;
+            for (offset, weight) in taps.offsets.iter().zip(&weights) {
+                acc = V::mul_add(V::load(src.add(offset + x0)), *weight, acc);
             }
+            acc.store(row_out.as_mut_ptr().add(x0));
+            x0 += LANES;
+        }
+        for (x, o) in row_out.iter_mut().enumerate().skip(x0) {
+            let mut acc = taps.bias;
+            for (offset, weight) in taps.offsets.iter().zip(taps.weights) {
+                acc += weight * *src.add(offset + x);
+            }
+            *o = acc;
         }
     }
 }
@@ -1126,7 +1170,7 @@ fn run_backend(backend: Backend, body: impl FnOnce()) {
 }
 
 thread_local! {
-    static PADDED_PLANE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PHASE_PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Op for Depthwise3x3 {
@@ -1170,13 +1214,13 @@ impl EvalOp for Depthwise3x3 {
                 self.channels * self.hw.0 * self.hw.1,
                 self.channels * oh * ow,
             );
-            PADDED_PLANE.with(|padded| {
-                let mut padded = padded.borrow_mut();
+            PHASE_PLANES.with(|planes| {
+                let mut planes = planes.borrow_mut();
                 for n in 0..batch {
                     self.run_image(
                         &input[n * in_image..][..in_image],
                         &mut out[n * out_image..][..out_image],
-                        &mut padded,
+                        &mut planes,
                     );
                 }
             });
