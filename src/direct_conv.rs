@@ -41,8 +41,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The fastest backend measured faster than tract on this CPU, if any.
+    /// The backend that beat tract on this CPU, if any. x86_64 with AVX-512F: timed (README,
+    /// "Performance"). aarch64: NEON executed fewer instructions than tract's kernels on every
+    /// core counted under emulation (`cross/insn_count.py --kernels tract,neon`: the ensemble
+    /// 0.52x on the Cortex-A53, 0.81x on the A72 and A76; the detector 0.63-0.68x), an estimate,
+    /// not a timing. Elsewhere (x86_64 without AVX-512, 32-bit Arm) tract's kernels run.
     pub fn detect() -> Option<Backend> {
+        if cfg!(target_arch = "aarch64") {
+            return Some(Backend::Neon);
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -77,11 +84,12 @@ impl Backend {
 /// comparing kernels, and for working around a suspected kernel bug without a rebuild.
 pub const CONV_ENV: &str = "FERRITE_CONV";
 
-/// Who runs the backbones' 3x3 convolutions (`FERRITE_CONV`: auto, tract, avx512, neon, portable).
+/// Who runs the convolutions ferrite has kernels for (`FERRITE_CONV`: auto, tract, avx512, neon,
+/// portable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ConvKernels {
-    /// ferrite's direct kernels where they were measured faster than tract's (x86_64 with
-    /// AVX-512F), tract's everywhere else.
+    /// ferrite's direct kernels where they beat tract's ([`Backend::detect`]: x86_64 with
+    /// AVX-512F, timed; aarch64, counted), tract's everywhere else.
     #[default]
     Auto,
     /// tract's own im2col + matrix-product kernels.

@@ -120,9 +120,11 @@ enum Command {
             expression model, once per face), whole frame. With --graphs-only: detect graph and \
             ensemble graph, the two tract graphs alone.\n\n\
             Kernels: the ensemble's 3x3 convolutions and the detector's depthwise convolutions \
-            and 2x2 max-pools run in ferrite's direct kernels where those were measured faster \
-            than tract's (x86_64 with AVX-512F), else in tract. FERRITE_CONV=tract|avx512|neon|portable|auto overrides that for any \
-            command, e.g. to compare: FERRITE_CONV=tract ferrite bench --graphs-only\n\n\
+            and 2x2 max-pools run in ferrite's direct kernels where those beat tract's (x86_64 \
+            with AVX-512F: timed; aarch64 NEON: fewer instructions counted under emulation), \
+            else in tract. \
+            FERRITE_CONV=tract|avx512|neon|portable|auto overrides that for any command, e.g. \
+            to compare: FERRITE_CONV=tract ferrite bench --graphs-only\n\n\
             --json prints an array with one object per model, thread count and stage:\n  \
             model         string  model name as given (--model or a bundled name)\n  \
             precision     string  \"stored\" or \"f16\": what the ensemble ran in\n  \
