@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::align::CropGeometry;
 
 /// The model `ferrite classify` uses when `--model` is not given: the cheaper format on each
-/// target (README, "Performance"). On x86_64 tract's int8 path measured slower than fp32. On
-/// aarch64 tract's int8 ensemble executes 1.37-1.65x the fp32 one's instructions on Cortex-A57,
-/// A72 and A76 (`cross/insn_count.py`, an estimate) and about the same on the Cortex-A53, whose
-/// board profiles pick int8 for its smaller weights. 32-bit Arm was not counted; int8 stays.
+/// target (README, "Performance"). On x86_64 tract's int8 path measured 1.7x slower than tract's
+/// fp32 and about 5x slower than the direct fp32 kernels. On aarch64 tract's int8 ensemble executes
+/// 1.06-1.65x the instructions of tract's fp32 one and about 2x those of the direct NEON kernels
+/// (`cross/insn_count.py`, an estimate). 32-bit Arm was not counted; int8 stays.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub const DEFAULT_MODEL: &str = "fer2013-48-fp32";
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
