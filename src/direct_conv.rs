@@ -863,6 +863,9 @@ pub fn replace_conv_chains(model: &mut TypedModel, backend: Backend) -> TractRes
                 taken.insert(pool);
                 next = single_successor(model, end);
             }
+            // The next convolution must read this chain's output as its data, not as a weight.
+            let next =
+                next.filter(|&n| model.node(n).inputs.first() == Some(&OutletId::new(end, 0)));
             match next.map(|n| match_conv(model, n)).transpose()?.flatten() {
                 Some(found) => conv = found,
                 None => break,
