@@ -578,15 +578,12 @@ impl Detector {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(shape_err)?;
-        let kernels = match kernels.resolve() {
-            Some(backend) => {
-                let replaced = direct_conv::replace_depthwise_and_pools(&mut typed, backend)
-                    .map_err(|e| load_err(format!("{e:#}")))?;
-                log::debug!("detector: {replaced} nodes run by {}", backend.name());
-                (replaced > 0).then_some(backend)
-            }
-            None => None,
-        };
+        let kernels = direct_conv::rewrite(
+            &mut typed,
+            kernels,
+            direct_conv::replace_depthwise_and_pools,
+        )
+        .map_err(|e| load_err(format!("{e:#}")))?;
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())

@@ -880,14 +880,40 @@ pub fn replace_conv_chains(model: &mut TypedModel, backend: Backend) -> TractRes
     let mut replaced = 0;
     for (start, end, chain) in chains {
         replaced += chain.conv_count();
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, start)?;
-        let name = format!("{}.ferrite_chain", model.node(end.node).name);
-        let out = patch.wire_node(name, chain, &[tap])?;
-        patch.shunt_outside(model, end, out[0])?;
-        patch.apply(model)?;
+        splice(model, start, end, chain)?;
     }
     Ok(replaced)
+}
+
+/// Wires `op` from `input` and makes everything that read `output` read the op instead; the
+/// nodes it replaces are left unread, for tract's optimiser to prune.
+fn splice(
+    model: &mut TypedModel,
+    input: OutletId,
+    output: OutletId,
+    op: impl Into<Box<dyn TypedOp>>,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let tap = patch.tap_model(model, input)?;
+    let name = format!("{}.ferrite", model.node(output.node).name);
+    let out = patch.wire_node(name, op, &[tap])?;
+    patch.shunt_outside(model, output, out[0])?;
+    patch.apply(model)
+}
+
+/// Applies a `replace_*` rewrite with the kernels asked for; returns the backend that now runs
+/// part of the graph, or `None` when tract runs all of it.
+pub fn rewrite(
+    model: &mut TypedModel,
+    kernels: ConvKernels,
+    replace: fn(&mut TypedModel, Backend) -> TractResult<usize>,
+) -> TractResult<Option<Backend>> {
+    let Some(backend) = kernels.resolve() else {
+        return Ok(None);
+    };
+    let replaced = replace(model, backend)?;
+    log::debug!("{replaced} operations run by {}", backend.name());
+    Ok((replaced > 0).then_some(backend))
 }
 
 struct MatchedConv {
@@ -1322,12 +1348,7 @@ pub fn replace_depthwise_and_pools(model: &mut TypedModel, backend: Backend) -> 
     }
     let count = replacements.len();
     for (input, node, op) in replacements {
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, input)?;
-        let name = format!("{}.ferrite", model.node(node).name);
-        let out = patch.wire_node(name, op, &[tap])?;
-        patch.shunt_outside(model, OutletId::new(node, 0), out[0])?;
-        patch.apply(model)?;
+        splice(model, input, OutletId::new(node, 0), op)?;
     }
     Ok(count)
 }

@@ -214,19 +214,13 @@ impl Ensemble {
             origin: origin.clone(),
             reason,
         };
-        let direct = match precision {
-            Precision::Stored => kernels.resolve(),
-            Precision::F16 => None,
+        // Direct kernels are f32 only; an f16 graph stays tract's.
+        let kernels = match precision {
+            Precision::Stored => kernels,
+            Precision::F16 => ConvKernels::Tract,
         };
-        let conv = match direct {
-            Some(backend) => {
-                let taken = direct_conv::replace_conv_chains(&mut typed, backend)
-                    .map_err(|e| optimise(format!("{e:#}")))?;
-                log::debug!("{taken} convolutions run by {}", backend.name());
-                (taken > 0).then_some(backend)
-            }
-            None => None,
-        };
+        let conv = direct_conv::rewrite(&mut typed, kernels, direct_conv::replace_conv_chains)
+            .map_err(|e| optimise(format!("{e:#}")))?;
         let typed = typed
             .into_optimized()
             .map_err(|e| interface(format!("{e:#}")))?;
