@@ -131,9 +131,21 @@ const MAX_SUPERSAMPLE: u32 = 16;
 /// frame gives black, a zero-size box the colour under its centre.
 pub fn crop_face(gray: &GrayImage, face: &Face, geometry: &CropGeometry, size: u32) -> GrayImage {
     let mut out = GrayImage::new(size, size);
+    crop_face_into(gray, face, geometry, &mut out);
+    out
+}
+
+/// [`crop_face`] into `out`, whose width is the crop's side (made square if it is not): no
+/// allocation when `out` is reused, as the live pipeline does for every face.
+pub fn crop_face_into(gray: &GrayImage, face: &Face, geometry: &CropGeometry, out: &mut GrayImage) {
+    let size = out.width();
+    if out.height() != size {
+        *out = GrayImage::new(size, size);
+    }
     let (w, h) = gray.dimensions();
     if size == 0 || w == 0 || h == 0 {
-        return out;
+        out.fill(0);
+        return;
     }
     let t = CropTransform::new(face, geometry);
     let (sin, cos) = t.angle.sin_cos();
@@ -143,28 +155,24 @@ pub fn crop_face(gray: &GrayImage, face: &Face, geometry: &CropGeometry, size: u
     let inv_count = 1.0 / (n * n) as f32;
     let src = Sampler::new(gray);
     let half = t.side * 0.5;
-    // Offsets (relative to the crop centre, crop frame) of the sub-sample columns/rows; the same
+    // Offset (relative to the crop centre, crop frame) of sub-sample `k` of pixel `i`; the same
     // for x and y since the crop is square.
-    let offsets: Vec<f32> = (0..size)
-        .flat_map(|i| (0..n).map(move |k| i as f32 * step + (k as f32 + 0.5) * sub - half))
-        .collect();
-    let n = n as usize;
+    let offset = |i: usize, k: u32| i as f32 * step + (k as f32 + 0.5) * sub - half;
     for (v, row) in out.rows_mut().enumerate() {
-        let rows = &offsets[v * n..(v + 1) * n];
         for (u, px) in row.enumerate() {
-            let cols = &offsets[u * n..(u + 1) * n];
             let mut acc = 0.0f32;
-            for &b in rows {
+            for kb in 0..n {
+                let b = offset(v, kb);
                 let bx = t.centre_x - b * sin;
                 let by = t.centre_y + b * cos;
-                for &a in cols {
+                for ka in 0..n {
+                    let a = offset(u, ka);
                     acc += src.bilinear(bx + a * cos, by + a * sin);
                 }
             }
             px.0[0] = to_u8(acc * inv_count);
         }
     }
-    out
 }
 
 /// Bilinear reads with border replication from a non-empty gray image.
@@ -242,9 +250,41 @@ const MAX_TILES: u32 = 256;
 /// `clip_limit <= 0` disables clipping (plain AHE), as in OpenCV. Tile counts of 0 are treated as
 /// 1 and counts above 256 as 256.
 pub fn clahe(image: &GrayImage, clip_limit: f32, tiles: (u32, u32)) -> GrayImage {
+    let mut out = GrayImage::new(0, 0);
+    clahe_into(
+        image,
+        clip_limit,
+        tiles,
+        &mut out,
+        &mut ClaheScratch::default(),
+    );
+    out
+}
+
+/// The tables [`clahe_into`] builds per image, kept so that equalising one face per frame
+/// allocates nothing once warm.
+#[derive(Debug, Default)]
+pub struct ClaheScratch {
+    col_src: Vec<usize>,
+    row_src: Vec<usize>,
+    luts: Vec<u8>,
+    cols: Vec<(usize, usize, f32, f32)>,
+}
+
+/// [`clahe`] into `out` (resized to the image's size if it differs), with reusable tables.
+pub fn clahe_into(
+    image: &GrayImage,
+    clip_limit: f32,
+    tiles: (u32, u32),
+    out: &mut GrayImage,
+    scratch: &mut ClaheScratch,
+) {
+    if out.dimensions() != image.dimensions() {
+        *out = GrayImage::new(image.width(), image.height());
+    }
     let (w, h) = image.dimensions();
     if w == 0 || h == 0 {
-        return image.clone();
+        return;
     }
     let tiles_x = tiles.0.clamp(1, MAX_TILES) as usize;
     let tiles_y = tiles.1.clamp(1, MAX_TILES) as usize;
@@ -260,8 +300,16 @@ pub fn clahe(image: &GrayImage, clip_limit: f32, tiles: (u32, u32)) -> GrayImage
     let tile_h = padded_h / tiles_y;
     let tile_area = tile_w * tile_h;
     // Index maps stand in for OpenCV's padded copy: same pixels, no allocation of the image.
-    let col_src: Vec<usize> = (0..padded_w).map(|x| reflect_101(x, w)).collect();
-    let row_src: Vec<usize> = (0..padded_h).map(|y| reflect_101(y, h)).collect();
+    let ClaheScratch {
+        col_src,
+        row_src,
+        luts,
+        cols,
+    } = scratch;
+    col_src.clear();
+    col_src.extend((0..padded_w).map(|x| reflect_101(x, w)));
+    row_src.clear();
+    row_src.extend((0..padded_h).map(|y| reflect_101(y, h)));
 
     let clip = if clip_limit > 0.0 {
         // OpenCV computes this in double and truncates.
@@ -271,7 +319,8 @@ pub fn clahe(image: &GrayImage, clip_limit: f32, tiles: (u32, u32)) -> GrayImage
     };
     let lut_scale = 255.0f32 / tile_area as f32;
 
-    let mut luts = vec![0u8; tiles_x * tiles_y * 256];
+    luts.clear();
+    luts.resize(tiles_x * tiles_y * 256, 0);
     for (k, lut) in luts.chunks_exact_mut(256).enumerate() {
         let (ty, tx) = (k / tiles_x, k % tiles_x);
         let mut hist = [0u32; 256];
@@ -293,20 +342,19 @@ pub fn clahe(image: &GrayImage, clip_limit: f32, tiles: (u32, u32)) -> GrayImage
 
     // Per-column tile indices and weights, computed exactly as OpenCV does (f32 reciprocal).
     let inv_tw = 1.0f32 / tile_w as f32;
-    let cols: Vec<(usize, usize, f32, f32)> = (0..w)
-        .map(|x| {
-            let (t1, t2, a) = tile_neighbours(x as f32 * inv_tw - 0.5, tiles_x);
-            (t1 * 256, t2 * 256, a, 1.0 - a)
-        })
-        .collect();
+    cols.clear();
+    cols.extend((0..w).map(|x| {
+        let (t1, t2, a) = tile_neighbours(x as f32 * inv_tw - 0.5, tiles_x);
+        (t1 * 256, t2 * 256, a, 1.0 - a)
+    }));
     let inv_th = 1.0f32 / tile_h as f32;
-    let mut out = vec![0u8; w * h];
+    let out: &mut [u8] = out;
     for (y, (dst_row, src_row)) in out.chunks_exact_mut(w).zip(src.chunks_exact(w)).enumerate() {
         let (ty1, ty2, ya) = tile_neighbours(y as f32 * inv_th - 0.5, tiles_y);
         let ya1 = 1.0 - ya;
         let plane1 = &luts[ty1 * tiles_x * 256..(ty1 + 1) * tiles_x * 256];
         let plane2 = &luts[ty2 * tiles_x * 256..(ty2 + 1) * tiles_x * 256];
-        for ((d, &s), &(i1, i2, xa, xa1)) in dst_row.iter_mut().zip(src_row).zip(&cols) {
+        for ((d, &s), &(i1, i2, xa, xa1)) in dst_row.iter_mut().zip(src_row).zip(cols.iter()) {
             let s = usize::from(s);
             let l = |plane: &[u8], i: usize| f32::from(plane[i + s]);
             // Same association order as OpenCV so f32 rounding agrees.
@@ -315,7 +363,6 @@ pub fn clahe(image: &GrayImage, clip_limit: f32, tiles: (u32, u32)) -> GrayImage
             *d = round_sat_u8(res);
         }
     }
-    GrayImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| image.clone())
 }
 
 /// OpenCV's clip-and-redistribute, integer for integer.

@@ -54,9 +54,11 @@ impl Classifier {
 
     /// Per-thread state; create one per worker thread and reuse it for every image.
     pub fn session(&self) -> Result<ClassifySession<'_>, ClassifyError> {
+        let (w, h) = self.ensemble.input_size();
         Ok(ClassifySession {
             classifier: self,
             model: self.ensemble.session()?,
+            crop: GrayImage::new(w.max(h), w.max(h)),
         })
     }
 }
@@ -64,13 +66,13 @@ impl Classifier {
 pub struct ClassifySession<'a> {
     classifier: &'a Classifier,
     model: Session<'a>,
+    /// Each face's crop, overwritten face after face.
+    crop: GrayImage,
 }
 
 impl ClassifySession<'_> {
     pub fn classify(&mut self, image: &RgbImage) -> Result<Vec<FaceResult>, ClassifyError> {
         let gray = align::rgb_to_gray(image);
-        let (size_w, size_h) = self.classifier.ensemble.input_size();
-        let size = size_w.max(size_h);
         let Some(detector) = &self.classifier.detector else {
             let whole = whole_image_face(&gray);
             let geometry = CropGeometry {
@@ -79,16 +81,16 @@ impl ClassifySession<'_> {
                 shift_y: 0.0,
                 rotate: false,
             };
-            let crop = align::crop_face(&gray, &whole, &geometry, size);
-            let prediction = self.model.predict(&crop)?;
+            align::crop_face_into(&gray, &whole, &geometry, &mut self.crop);
+            let prediction = self.model.predict(&self.crop)?;
             let transform = CropTransform::new(&whole, &geometry);
             return Ok(vec![self.result(0, &whole, None, &transform, prediction)]);
         };
         let faces = detector.detect(image)?;
         let mut results = Vec::with_capacity(faces.len());
         for (index, face) in faces.iter().enumerate() {
-            let crop = align::crop_face(&gray, face, &self.classifier.crop, size);
-            let prediction = self.model.predict(&crop)?;
+            align::crop_face_into(&gray, face, &self.classifier.crop, &mut self.crop);
+            let prediction = self.model.predict(&self.crop)?;
             let transform = CropTransform::new(face, &self.classifier.crop);
             results.push(self.result(index, face, Some(face.score), &transform, prediction));
         }
@@ -106,8 +108,6 @@ impl ClassifySession<'_> {
         faces: Option<&[Face]>,
         times: &mut StageTimes,
     ) -> Result<Vec<(Face, FaceResult)>, ClassifyError> {
-        let (size_w, size_h) = self.classifier.ensemble.input_size();
-        let size = size_w.max(size_h);
         let (faces, geometry, detected) = match (faces, &self.classifier.detector) {
             (Some(faces), _) => (faces.to_vec(), self.classifier.crop, false),
             (None, Some(detector)) => {
@@ -130,10 +130,10 @@ impl ClassifySession<'_> {
         let mut results = Vec::with_capacity(faces.len());
         for (index, face) in faces.into_iter().enumerate() {
             let start = Instant::now();
-            let crop = align::crop_face(gray, &face, &geometry, size);
+            align::crop_face_into(gray, &face, &geometry, &mut self.crop);
             times.crop += start.elapsed();
             let start = Instant::now();
-            let prediction = self.model.predict(&crop)?;
+            let prediction = self.model.predict(&self.crop)?;
             times.ensemble += start.elapsed();
             let transform = CropTransform::new(&face, &geometry);
             let score = detected.then_some(face.score);

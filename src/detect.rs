@@ -14,7 +14,7 @@
 //! keypoints (x, y), all in input pixels relative to the anchor centre.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
@@ -297,34 +297,56 @@ impl Letterbox {
     /// The NHWC input tensor data: the frame scaled into place, RGB mapped to [-1, 1], padding
     /// black (-1). Shrinking by 2x or more averages whole source-pixel blocks (each source pixel
     /// is read once, and it antialiases); smaller ratios and enlarging use a triangle
-    /// (bilinear) filter. Both run inside the `image` crate's non-generic `DynamicImage` code,
-    /// which is optimised even in debug builds; the price is one copy of the frame.
+    /// (bilinear) filter.
+    #[cfg(test)]
     fn tensor_data(&self, image: &image::RgbImage) -> Vec<f32> {
+        let mut data = vec![0.0; self.tensor_len()];
+        self.fill(image, &mut data);
+        data
+    }
+
+    #[cfg(test)]
+    fn tensor_len(&self) -> usize {
+        (self.size * self.size * 3) as usize
+    }
+
+    /// [`Letterbox::tensor_data`] written into `data` (`size * size * 3` values). The scaling
+    /// allocates only the scaled frame (for a 640x480 frame into 128x128, 128x96 pixels).
+    fn fill(&self, image: &image::RgbImage, data: &mut [f32]) {
         if image.dimensions() == (self.scaled_w, self.scaled_h) {
-            return self.place(image.as_raw(), 3);
+            return self.place(image.as_raw(), 3, data);
         }
-        let scaled = self.scale(image::DynamicImage::ImageRgb8(image.clone()));
-        self.place(scaled.into_rgb8().as_raw(), 3)
+        self.place(self.scale(image).as_raw(), 3, data)
     }
 
-    /// [`Letterbox::tensor_data`] of a gray frame, equal to that of the gray expanded to RGB:
-    /// the scaling works per channel, so it scales the one channel (a third of the work, and no
-    /// RGB frame) and writes each value to all three.
-    fn tensor_data_gray(&self, gray: &image::GrayImage) -> Vec<f32> {
+    /// [`Letterbox::fill`] of a gray frame, equal to that of the gray expanded to RGB: the
+    /// scaling works per channel, so it scales the one channel (a third of the work, and no RGB
+    /// frame) and writes each value to all three.
+    fn fill_gray(&self, gray: &image::GrayImage, data: &mut [f32]) {
         if gray.dimensions() == (self.scaled_w, self.scaled_h) {
-            return self.place(gray.as_raw(), 1);
+            return self.place(gray.as_raw(), 1, data);
         }
-        let scaled = self.scale(image::DynamicImage::ImageLuma8(gray.clone()));
-        self.place(scaled.into_luma8().as_raw(), 1)
+        self.place(self.scale(gray).as_raw(), 1, data)
     }
 
-    fn scale(&self, frame: image::DynamicImage) -> image::DynamicImage {
+    #[cfg(test)]
+    fn tensor_data_gray(&self, gray: &image::GrayImage) -> Vec<f32> {
+        let mut data = vec![0.0; self.tensor_len()];
+        self.fill_gray(gray, &mut data);
+        data
+    }
+
+    fn scale<P: image::Pixel<Subpixel = u8> + 'static>(
+        &self,
+        frame: &image::ImageBuffer<P, Vec<u8>>,
+    ) -> image::ImageBuffer<P, Vec<u8>> {
         let shrink = (self.frame_w as f32 / self.scaled_w as f32)
             .min(self.frame_h as f32 / self.scaled_h as f32);
         if shrink >= 2.0 {
-            frame.thumbnail_exact(self.scaled_w, self.scaled_h)
+            image::imageops::thumbnail(frame, self.scaled_w, self.scaled_h)
         } else {
-            frame.resize_exact(
+            image::imageops::resize(
+                frame,
                 self.scaled_w,
                 self.scaled_h,
                 image::imageops::FilterType::Triangle,
@@ -333,10 +355,10 @@ impl Letterbox {
     }
 
     /// Writes a `scaled_w x scaled_h` image of `channels` (1 or 3) interleaved bytes into the
-    /// padded NHWC tensor; one channel is replicated into R, G and B.
-    fn place(&self, src: &[u8], channels: usize) -> Vec<f32> {
+    /// padded NHWC tensor `data`; one channel is replicated into R, G and B.
+    fn place(&self, src: &[u8], channels: usize, data: &mut [f32]) {
         let size = self.size as usize;
-        let mut data = vec![-1.0f32; size * size * 3];
+        data.fill(-1.0);
         let lut: [f32; 256] = std::array::from_fn(|v| v as f32 / 127.5 - 1.0);
         let width = self.scaled_w as usize;
         for (y, row) in src
@@ -356,7 +378,6 @@ impl Letterbox {
                 }
             }
         }
-        data
     }
 }
 
@@ -508,6 +529,15 @@ pub struct Detector {
     layout: OutputLayout,
     /// Who runs the depthwise convolutions and 2x2 max-pools: ferrite's kernels, or tract (`None`).
     kernels: Option<Backend>,
+    /// Idle sessions, one per thread that has detected concurrently so far.
+    sessions: Mutex<Vec<DetectorSession>>,
+}
+
+/// What one detection needs besides the plan, kept between frames so that a warm detector
+/// allocates neither a tract state nor an input tensor per frame.
+struct DetectorSession {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -578,12 +608,8 @@ impl Detector {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(shape_err)?;
-        let kernels = direct_conv::rewrite(
-            &mut typed,
-            kernels,
-            direct_conv::replace_depthwise_and_pools,
-        )
-        .map_err(|e| load_err(format!("{e:#}")))?;
+        let kernels = direct_conv::rewrite(&mut typed, kernels, direct_conv::replace_detector_ops)
+            .map_err(|e| load_err(format!("{e:#}")))?;
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
@@ -596,6 +622,7 @@ impl Detector {
             anchors,
             layout,
             kernels,
+            sessions: Mutex::new(Vec::new()),
         })
     }
 
@@ -681,25 +708,60 @@ impl Detector {
         self.kernels.map_or("tract", Backend::name)
     }
 
-    /// Runs the model on the NHWC input data and returns its raw outputs.
-    fn run(&self, data: &[f32]) -> Result<TVec<TValue>, DetectError> {
-        let size = self.config.model.input_size();
-        let input = Tensor::from_shape(&[1, size, size, 3], data)
-            .map_err(|e| DetectError::Inference(format!("{e:#}")))?;
-        self.plan
-            .run(tvec!(input.into()))
-            .map_err(|e| DetectError::Inference(format!("{e:#}")))
+    /// Runs the model on an NHWC input that `fill` writes (`1 x S x S x 3` values) and returns
+    /// its raw outputs. A warm caller reuses a session from the pool: its tract state, its ferrite
+    /// kernels' activations and its input tensor, so the run allocates only tract's own nodes'
+    /// outputs.
+    fn run_with(&self, fill: impl FnOnce(&mut [f32])) -> Result<TVec<TValue>, DetectError> {
+        let inference = |e: TractError| DetectError::Inference(format!("{e:#}"));
+        let pooled = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let mut session = match pooled {
+            Some(session) => session,
+            None => {
+                let size = self.config.model.input_size();
+                DetectorSession {
+                    state: self.plan.spawn().map_err(inference)?,
+                    input: Arc::new(Tensor::zero::<f32>(&[1, size, size, 3]).map_err(inference)?),
+                }
+            }
+        };
+        let input = match Arc::get_mut(&mut session.input) {
+            Some(input) => input,
+            None => {
+                return Err(DetectError::Inference(
+                    "detector input tensor still in use".to_string(),
+                ))
+            }
+        };
+        {
+            let mut plain = input.try_as_plain_ram_mut().map_err(inference)?;
+            fill(plain.as_slice_mut::<f32>().map_err(inference)?);
+        }
+        let outputs = session
+            .state
+            .run(tvec!(TValue::from_const(Arc::clone(&session.input))))
+            .map_err(inference)?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(session);
+        Ok(outputs)
     }
 
     /// The NHWC graph input that [`Detector::detect`] builds from `image` (letterboxed into the
     /// model's square, RGB mapped to [-1, 1]), for timing or comparing the graph alone.
     pub fn model_input(&self, image: &image::RgbImage) -> Vec<f32> {
         let size = self.config.model.input_size() as u32;
+        let mut data = vec![-1.0; (size * size * 3) as usize];
         let (w, h) = image.dimensions();
-        if w == 0 || h == 0 {
-            return vec![-1.0; (size * size * 3) as usize];
+        if w > 0 && h > 0 {
+            Letterbox::new(w, h, size).fill(image, &mut data);
         }
-        Letterbox::new(w, h, size).tensor_data(image)
+        data
     }
 
     /// Where the graph's time goes on a [`Detector::model_input`]: each tract operator kind's
@@ -719,7 +781,15 @@ impl Detector {
     /// Runs the graph alone on a [`Detector::model_input`] (`1 x S x S x 3` values) and drops
     /// its outputs: no anchor decoding, no suppression. For benchmarks.
     pub fn run_model(&self, input: &[f32]) -> Result<(), DetectError> {
-        self.run(input).map(drop)
+        let size = self.config.model.input_size();
+        if input.len() != size * size * 3 {
+            return Err(DetectError::Inference(format!(
+                "expected 1x{size}x{size}x3 = {} input values, got {}",
+                size * size * 3,
+                input.len()
+            )));
+        }
+        self.run_with(|data| data.copy_from_slice(input)).map(drop)
     }
 
     /// Finds faces in an RGB frame of any size. Returns them best first, at most
@@ -730,7 +800,8 @@ impl Detector {
             return Ok(Vec::new());
         }
         let letterbox = Letterbox::new(w, h, self.config.model.input_size() as u32);
-        self.faces(&letterbox.tensor_data(image), &letterbox)
+        let outputs = self.run_with(|data| letterbox.fill(image, data))?;
+        self.faces(&outputs, &letterbox)
     }
 
     /// [`Detector::detect`] on a gray frame (the live pipeline's luma): the same faces as
@@ -741,14 +812,13 @@ impl Detector {
             return Ok(Vec::new());
         }
         let letterbox = Letterbox::new(w, h, self.config.model.input_size() as u32);
-        self.faces(&letterbox.tensor_data_gray(gray), &letterbox)
+        let outputs = self.run_with(|data| letterbox.fill_gray(gray, data))?;
+        self.faces(&outputs, &letterbox)
     }
 
-    /// Runs the graph on a letterboxed input and turns its outputs into faces in frame pixels.
-    fn faces(&self, input: &[f32], letterbox: &Letterbox) -> Result<Vec<Face>, DetectError> {
+    /// Turns the graph's outputs for a letterboxed input into faces in frame pixels.
+    fn faces(&self, outputs: &[TValue], letterbox: &Letterbox) -> Result<Vec<Face>, DetectError> {
         let size = self.config.model.input_size();
-        let outputs = self.run(input)?;
-
         let mut dets = Vec::new();
         let mut offset = 0;
         for &(scores_ix, boxes_ix) in &self.layout.groups {
@@ -1175,12 +1245,32 @@ mod tests {
                 _ => "tract",
             };
             assert_eq!(detector.kernels(), want);
+            if let ConvKernels::Direct(_) = k {
+                // The first convolution (reading the NHWC image) and every backbone block's
+                // depthwise and 1x1 convolution run on ferrite's kernels, except the long model's
+                // last 1x1, which tract declutters without its batch axis (`NIHW,OI->OHW`) and
+                // keeps. The heads stay tract's.
+                let count = |op: &str| {
+                    let graph = detector.plan.model();
+                    graph.nodes().iter().filter(|n| n.op().name() == op).count()
+                };
+                let (depthwise, pointwise) = match model {
+                    DetectorModel::Short => (16, 16),
+                    DetectorModel::Long => (32, 31),
+                };
+                assert_eq!(count("FerriteDepthwise3x3"), depthwise, "{name}");
+                assert_eq!(count("FerritePointwise"), pointwise, "{name}");
+                assert_eq!(count("FerriteImageConv"), 1, "{name}");
+                assert_eq!(count("MoveAxis"), 0, "{name}: the image is read as NHWC");
+            }
             parity_of(&detector, &data, &expected, name);
         }
     }
 
     fn parity_of(detector: &Detector, data: &[f32], expected: &[f32], name: &str) {
-        let outputs = detector.run(data).expect("run");
+        let outputs = detector
+            .run_with(|input| input.copy_from_slice(data))
+            .expect("run");
         assert_eq!(outputs.len(), 4);
         let mut offset = 0;
         let mut worst = 0.0f32;

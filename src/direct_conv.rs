@@ -20,9 +20,12 @@ use std::cell::RefCell;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::array::TypedConcat;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
-use tract_onnx::tract_core::ops::math::Max;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math::{Add, Max};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Channels per vector in the blocked layout.
@@ -395,6 +398,7 @@ trait Vector: Copy {
     /// `a * b + acc`
     unsafe fn mul_add(a: Self, b: Self, acc: Self) -> Self;
     unsafe fn max(a: Self, b: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
     unsafe fn store(self, p: *mut f32);
 }
 
@@ -428,6 +432,14 @@ impl Vector for Portable {
         let mut r = a.0;
         for (r, b) in r.iter_mut().zip(b.0) {
             *r = r.max(b);
+        }
+        Portable(r)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        let mut r = a.0;
+        for (r, b) in r.iter_mut().zip(b.0) {
+            *r += b;
         }
         Portable(r)
     }
@@ -468,6 +480,10 @@ mod avx512 {
             Avx512(_mm512_max_ps(a.0, b.0))
         }
         #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            Avx512(_mm512_add_ps(a.0, b.0))
+        }
+        #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             _mm512_storeu_ps(p, self.0)
         }
@@ -489,6 +505,27 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn depthwise(taps: &Taps, planes: &[f32], out: &mut [f32], ow: usize) {
         depthwise_any::<Avx512>(taps, planes, out, ow)
+    }
+
+    /// Safety: as [`super::pointwise_any`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pointwise(
+        pw: &Pointwise,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        pointwise_any::<Avx512, { Pointwise::WIDE_TILE.0 }, { Pointwise::WIDE_TILE.1 }>(
+            pw, input, residual, out,
+        )
+    }
+
+    /// Safety: as [`super::image_conv_any`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn image_conv(op: &ImageConv, planes: &[f32], out: &mut [f32]) {
+        image_conv_any::<Avx512, { Pointwise::WIDE_TILE.0 }, { Pointwise::WIDE_TILE.1 }>(
+            op, planes, out,
+        )
     }
 
     /// Safety: as [`conv`].
@@ -542,6 +579,15 @@ mod neon {
                 vmaxq_f32(a.0[1], b.0[1]),
                 vmaxq_f32(a.0[2], b.0[2]),
                 vmaxq_f32(a.0[3], b.0[3]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            Neon([
+                vaddq_f32(a.0[0], b.0[0]),
+                vaddq_f32(a.0[1], b.0[1]),
+                vaddq_f32(a.0[2], b.0[2]),
+                vaddq_f32(a.0[3], b.0[3]),
             ])
         }
         #[inline(always)]
@@ -746,6 +792,99 @@ unsafe fn maxpool_any<V: Vector>(from: &Layout, src: &[f32], to: &Layout, dst: &
 // ---------------------------------------------------------------------------------------------
 // The tract operator and the graph rewrite.
 
+/// A ferrite op's arithmetic, apart from where its output lives, so that a planned run can
+/// overwrite last turn's output ([`ReusedOutput`]) instead of allocating a tensor per node.
+trait Kernel: Op + Sized {
+    /// Checks the inputs against the shapes the op was built for; the output's shape.
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>>;
+    /// Writes every element of `output`, shaped as [`Kernel::output_shape`] said.
+    fn compute(&self, inputs: &[TValue], output: &mut [f32]) -> TractResult<()>;
+}
+
+fn single_input(inputs: &[TValue]) -> TractResult<&TValue> {
+    match inputs {
+        [only] => Ok(only),
+        _ => bail!("expected one input, got {}", inputs.len()),
+    }
+}
+
+/// Out of a plan (constant folding, tests): a fresh output tensor.
+fn eval_fresh<K: Kernel>(op: &K, inputs: &[TValue]) -> TractResult<TVec<TValue>> {
+    let mut output = Tensor::zero::<f32>(&op.output_shape(inputs)?)?;
+    {
+        let mut plain = output.try_as_plain_ram_mut()?;
+        op.compute(inputs, plain.as_slice_mut::<f32>()?)?;
+    }
+    Ok(tvec!(output.into_tvalue()))
+}
+
+/// A ferrite op's state in one session (one `SimpleState`): its last output. When every reader of
+/// that tensor has dropped it (tract flushes a value once its last consumer ran), the next turn
+/// writes into it in place, so a warm session allocates none of these activations. While anyone
+/// still holds it (a caller keeping a graph output), the op allocates a new one, as tract would.
+#[derive(Debug)]
+struct ReusedOutput<K> {
+    last: Option<Arc<Tensor>>,
+    kernel: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Default for ReusedOutput<K> {
+    fn default() -> Self {
+        ReusedOutput {
+            last: None,
+            kernel: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A cloned state is another session: it starts without a buffer rather than share one.
+impl<K> Clone for ReusedOutput<K> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl<K: Kernel> OpState for ReusedOutput<K> {
+    fn eval(
+        &mut self,
+        _ctx: &EvalContext,
+        op: &dyn Op,
+        inputs: TVec<TValue>,
+    ) -> TractResult<TVec<TValue>> {
+        let Some(op) = op.downcast_ref::<K>() else {
+            bail!(
+                "state of {} given a {}",
+                std::any::type_name::<K>(),
+                op.name()
+            );
+        };
+        let shape = op.output_shape(&inputs)?;
+        let reusable = self
+            .last
+            .as_mut()
+            .and_then(Arc::get_mut)
+            .is_some_and(|t| t.shape() == &*shape);
+        if !reusable {
+            self.last = Some(Arc::new(Tensor::zero::<f32>(&shape)?));
+        }
+        let Some(tensor) = self.last.as_mut().and_then(Arc::get_mut) else {
+            bail!("{}: output buffer unexpectedly shared", op.name());
+        };
+        {
+            let mut plain = tensor.try_as_plain_ram_mut()?;
+            op.compute(&inputs, plain.as_slice_mut::<f32>()?)?;
+        }
+        let Some(last) = &self.last else {
+            bail!("{}: output buffer missing", op.name());
+        };
+        Ok(tvec!(TValue::from_const(Arc::clone(last))))
+    }
+
+    fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
+        Ok(())
+    }
+}
+
 impl Op for ConvChain {
     fn name(&self) -> StaticName {
         "FerriteConvChain".into()
@@ -767,8 +906,17 @@ impl EvalOp for ConvChain {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape = input.shape();
+        eval_fresh(self, &inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
+    }
+}
+
+impl Kernel for ConvChain {
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let shape = single_input(inputs)?.shape();
         let first = self.layouts[0];
         if shape.len() != 4
             || shape[1] != self.input_channels
@@ -782,28 +930,27 @@ impl EvalOp for ConvChain {
                 first.w
             );
         }
-        let batch = shape[0];
         let (h, w) = self.output_hw();
-        let mut output = Tensor::zero::<f32>(&[batch, self.output_channels, h, w])?;
-        {
-            let plain = input.try_as_plain_ram()?;
-            let input = plain.as_slice::<f32>()?;
-            let mut out_plain = output.try_as_plain_ram_mut()?;
-            let out = out_plain.as_slice_mut::<f32>()?;
-            let in_image = self.input_channels * first.h * first.w;
-            let out_image = self.output_channels * h * w;
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                for n in 0..batch {
-                    self.run_image(
-                        &input[n * in_image..][..in_image],
-                        &mut out[n * out_image..][..out_image],
-                        &mut scratch,
-                    );
-                }
-            });
-        }
-        Ok(tvec!(output.into_tvalue()))
+        Ok(tvec![shape[0], self.output_channels, h, w])
+    }
+
+    fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
+        let plain = single_input(inputs)?.try_as_plain_ram()?;
+        let input = plain.as_slice::<f32>()?;
+        let first = self.layouts[0];
+        let (h, w) = self.output_hw();
+        let in_image = self.input_channels * first.h * first.w;
+        let out_image = self.output_channels * h * w;
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            for (input, out) in input
+                .chunks_exact(in_image)
+                .zip(out.chunks_exact_mut(out_image))
+            {
+                self.run_image(input, out, &mut scratch);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -880,23 +1027,26 @@ pub fn replace_conv_chains(model: &mut TypedModel, backend: Backend) -> TractRes
     let mut replaced = 0;
     for (start, end, chain) in chains {
         replaced += chain.conv_count();
-        splice(model, start, end, chain)?;
+        splice(model, &[start], end, chain)?;
     }
     Ok(replaced)
 }
 
-/// Wires `op` from `input` and makes everything that read `output` read the op instead; the
+/// Wires `op` from `inputs` and makes everything that read `output` read the op instead; the
 /// nodes it replaces are left unread, for tract's optimiser to prune.
 fn splice(
     model: &mut TypedModel,
-    input: OutletId,
+    inputs: &[OutletId],
     output: OutletId,
     op: impl Into<Box<dyn TypedOp>>,
 ) -> TractResult<()> {
     let mut patch = TypedModelPatch::default();
-    let tap = patch.tap_model(model, input)?;
+    let taps = inputs
+        .iter()
+        .map(|&input| patch.tap_model(model, input))
+        .collect::<TractResult<TVec<_>>>()?;
     let name = format!("{}.ferrite", model.node(output.node).name);
-    let out = patch.wire_node(name, op, &[tap])?;
+    let out = patch.wire_node(name, op, &taps)?;
     patch.shunt_outside(model, output, out[0])?;
     patch.apply(model)
 }
@@ -1229,8 +1379,17 @@ impl EvalOp for Depthwise3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape = input.shape();
+        eval_fresh(self, &inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
+    }
+}
+
+impl Kernel for Depthwise3x3 {
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let shape = single_input(inputs)?.shape();
         if shape.len() != 4 || shape[1] != self.channels || (shape[2], shape[3]) != self.hw {
             bail!(
                 "depthwise conv built for [N, {}, {:?}], got {shape:?}",
@@ -1239,29 +1398,25 @@ impl EvalOp for Depthwise3x3 {
             );
         }
         let (oh, ow) = self.output_hw();
-        let batch = shape[0];
-        let mut output = Tensor::zero::<f32>(&[batch, self.channels, oh, ow])?;
-        {
-            let plain = input.try_as_plain_ram()?;
-            let input = plain.as_slice::<f32>()?;
-            let mut out_plain = output.try_as_plain_ram_mut()?;
-            let out = out_plain.as_slice_mut::<f32>()?;
-            let (in_image, out_image) = (
-                self.channels * self.hw.0 * self.hw.1,
-                self.channels * oh * ow,
-            );
-            PHASE_PLANES.with(|planes| {
-                let mut planes = planes.borrow_mut();
-                for n in 0..batch {
-                    self.run_image(
-                        &input[n * in_image..][..in_image],
-                        &mut out[n * out_image..][..out_image],
-                        &mut planes,
-                    );
-                }
-            });
-        }
-        Ok(tvec!(output.into_tvalue()))
+        Ok(tvec![shape[0], self.channels, oh, ow])
+    }
+
+    fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
+        let plain = single_input(inputs)?.try_as_plain_ram()?;
+        let input = plain.as_slice::<f32>()?;
+        let (oh, ow) = self.output_hw();
+        let in_image = self.channels * self.hw.0 * self.hw.1;
+        let out_image = self.channels * oh * ow;
+        PHASE_PLANES.with(|planes| {
+            let mut planes = planes.borrow_mut();
+            for (input, out) in input
+                .chunks_exact(in_image)
+                .zip(out.chunks_exact_mut(out_image))
+            {
+                self.run_image(input, out, &mut planes);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -1292,24 +1447,35 @@ impl EvalOp for MaxPool2x2 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape = input.shape().to_vec();
+        eval_fresh(self, &inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
+    }
+}
+
+impl Kernel for MaxPool2x2 {
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let shape = single_input(inputs)?.shape();
         if shape.len() != 4 || shape[2] < 2 || shape[3] < 2 {
             bail!("2x2 max-pool needs [N, C, H >= 2, W >= 2], got {shape:?}");
         }
-        let (h, w) = (shape[2], shape[3]);
-        let (oh, ow) = (h / 2, w / 2);
-        let mut output = Tensor::zero::<f32>(&[shape[0], shape[1], oh, ow])?;
+        Ok(tvec![shape[0], shape[1], shape[2] / 2, shape[3] / 2])
+    }
+
+    fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
+        let input = single_input(inputs)?;
+        let (h, w) = (input.shape()[2], input.shape()[3]);
+        let plain = input.try_as_plain_ram()?;
+        let input = plain.as_slice::<f32>()?;
+        for (plane, out) in input
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut((h / 2) * (w / 2)))
         {
-            let plain = input.try_as_plain_ram()?;
-            let input = plain.as_slice::<f32>()?;
-            let mut out_plain = output.try_as_plain_ram_mut()?;
-            let out = out_plain.as_slice_mut::<f32>()?;
-            for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-                self.run_plane(plane, w, out);
-            }
+            self.run_plane(plane, w, out);
         }
-        Ok(tvec!(output.into_tvalue()))
+        Ok(())
     }
 }
 
@@ -1328,29 +1494,42 @@ impl TypedOp for MaxPool2x2 {
     as_op!();
 }
 
-/// Replaces every supported depthwise 3x3 convolution and 2x2 max-pool of a decluttered f32 graph
-/// by [`Depthwise3x3`] and [`MaxPool2x2`]; returns how many nodes it replaced.
-pub fn replace_depthwise_and_pools(model: &mut TypedModel, backend: Backend) -> TractResult<usize> {
+/// Replaces every supported depthwise 3x3 convolution, 1x1 convolution and 2x2 max-pool of a
+/// decluttered f32 graph (BlazeFace's) by [`Depthwise3x3`], [`Pointwise`] and [`MaxPool2x2`];
+/// returns how many operations they took over (a fused bias, residual or ReLU counts as one).
+pub fn replace_detector_ops(model: &mut TypedModel, backend: Backend) -> TractResult<usize> {
     if !backend.available() {
         bail!("{} is not available on this CPU", backend.name());
     }
-    let mut replacements: Vec<(OutletId, usize, Box<dyn TypedOp>)> = Vec::new();
-    for id in model.eval_order()? {
-        if let Some(op) = match_depthwise(model, id, backend) {
-            replacements.push((model.node(id).inputs[0], id, Box::new(op)));
-        } else if is_maxpool_2x2(model, id) {
-            replacements.push((
-                model.node(id).inputs[0],
-                id,
-                Box::new(MaxPool2x2 { backend }),
-            ));
-        }
-    }
-    let count = replacements.len();
-    for (input, node, op) in replacements {
-        splice(model, input, OutletId::new(node, 0), op)?;
+    // One at a time, rescanning after each: a fused 1x1 convolution reads outputs that an earlier
+    // splice may have moved to a new node.
+    let mut count = 0;
+    while let Some((inputs, last, op, nodes)) = model
+        .eval_order()?
+        .into_iter()
+        .find_map(|id| match_detector_op(model, id, backend))
+    {
+        splice(model, &inputs, OutletId::new(last, 0), op)?;
+        count += nodes;
     }
     Ok(count)
+}
+
+/// The op replacing `id` (and any nodes fused into it): its inputs, the last node it replaces,
+/// the op, and how many nodes it replaces.
+type DetectorOp = (TVec<OutletId>, usize, Box<dyn TypedOp>, usize);
+
+fn match_detector_op(model: &TypedModel, id: usize, backend: Backend) -> Option<DetectorOp> {
+    let input = tvec![model.node(id).inputs.first().copied()?];
+    if let Some(op) = match_depthwise(model, id, backend) {
+        Some((input, id, Box::new(op), 1))
+    } else if is_maxpool_2x2(model, id) {
+        Some((input, id, Box::new(MaxPool2x2 { backend }), 1))
+    } else {
+        match_pointwise(model, id, backend)
+            .or_else(|| match_image_conv(model, id, backend))
+            .map(|m| (m.inputs, m.last, m.op, m.nodes))
+    }
 }
 
 fn match_depthwise(model: &TypedModel, node: usize, backend: Backend) -> Option<Depthwise3x3> {
@@ -1452,6 +1631,902 @@ fn is_maxpool_2x2(model: &TypedModel, node: usize) -> bool {
             .ok()
             .and_then(|f| f.shape.as_concrete().map(|s| s[2] >= 2 && s[3] >= 2))
             .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1x1 convolutions, plain NCHW, for BlazeFace: `EinSum + Add(bias) + Add(residual) + Max(0)` in one
+// pass. tract ran them as a packing step, a matrix product and a separate add chain: about 70 % of
+// the detector graph's time once the depthwise convolutions were ferrite's.
+
+/// A 1x1, stride-1 convolution with bias over `[N, I, H, W]`, optionally adding a residual
+/// `[N, R, H, W]` (R <= O: BlazeFace pads the shortcut's channels with zeros) into the first R
+/// output channels, optionally followed by ReLU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pointwise {
+    in_channels: usize,
+    out_channels: usize,
+    hw: (usize, usize),
+    /// Output channels per register tile (the kernel's `R`).
+    tile: usize,
+    /// `[tile][input channel][r]`, the last tile padded with zero weights.
+    weights: Vec<f32>,
+    /// Per output channel, padded like the weights.
+    bias: Vec<f32>,
+    /// Channels of the residual input, when there is one.
+    residual_channels: Option<usize>,
+    relu: bool,
+    backend: Backend,
+}
+
+impl Eq for Pointwise {}
+
+impl Pointwise {
+    /// (output channels, pixel vectors) per tile with 32 wide registers: 24 accumulators, two
+    /// input vectors, one broadcast weight.
+    const WIDE_TILE: (usize, usize) = (12, 2);
+    /// With NEON a 16-lane vector takes four registers: 6 x 1 is 24 accumulator registers.
+    const NARROW_TILE: (usize, usize) = (6, 1);
+
+    /// `weights` is `[O][I]` as ONNX stores a 1x1 kernel, `bias` `[O]`.
+    fn new(
+        (in_channels, out_channels): (usize, usize),
+        hw: (usize, usize),
+        weights: &[f32],
+        bias: &[f32],
+        residual_channels: Option<usize>,
+        relu: bool,
+        backend: Backend,
+    ) -> Pointwise {
+        assert!(weights.len() == in_channels * out_channels && bias.len() == out_channels);
+        let tile = if backend == Backend::Neon {
+            Self::NARROW_TILE.0
+        } else {
+            Self::WIDE_TILE.0
+        };
+        let padded = out_channels.div_ceil(tile) * tile;
+        let mut packed = vec![0.0; padded * in_channels];
+        for o in 0..out_channels {
+            let (t, r) = (o / tile, o % tile);
+            for i in 0..in_channels {
+                packed[(t * in_channels + i) * tile + r] = weights[o * in_channels + i];
+            }
+        }
+        let mut padded_bias = bias.to_vec();
+        padded_bias.resize(padded, 0.0);
+        Pointwise {
+            in_channels,
+            out_channels,
+            hw,
+            tile,
+            weights: packed,
+            bias: padded_bias,
+            residual_channels,
+            relu,
+            backend,
+        }
+    }
+
+    fn pixels(&self) -> usize {
+        self.hw.0 * self.hw.1
+    }
+
+    /// One image: `input` `[I][H*W]`, `residual` `[R][H*W]`, `out` `[O][H*W]`.
+    fn run_image(&self, input: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+        let n = self.pixels();
+        assert!(input.len() == self.in_channels * n && out.len() == self.out_channels * n);
+        assert!(residual.map(<[f32]>::len) == self.residual_channels.map(|r| r * n));
+        assert!(self
+            .residual_channels
+            .is_none_or(|r| r <= self.out_channels));
+        // Safety: the assertions above bound every offset the kernel reads or writes; the backend
+        // was checked available when the op was built.
+        unsafe {
+            match self.backend {
+                #[cfg(target_arch = "x86_64")]
+                Backend::Avx512 => avx512::pointwise(self, input, residual, out),
+                #[cfg(target_arch = "aarch64")]
+                Backend::Neon => pointwise_any::<
+                    neon::Neon,
+                    { Pointwise::NARROW_TILE.0 },
+                    { Pointwise::NARROW_TILE.1 },
+                >(self, input, residual, out),
+                _ => {
+                    pointwise_any::<Portable, { Pointwise::WIDE_TILE.0 }, { Pointwise::WIDE_TILE.1 }>(
+                        self, input, residual, out,
+                    )
+                }
+            }
+        }
+    }
+
+    /// The scalar path, for pixels past the last whole vector.
+    fn pixel(&self, p: usize, input: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+        let n = self.pixels();
+        for o in 0..self.out_channels {
+            let (t, r) = (o / self.tile, o % self.tile);
+            let mut acc = self.bias[o];
+            for i in 0..self.in_channels {
+                acc += self.weights[(t * self.in_channels + i) * self.tile + r] * input[i * n + p];
+            }
+            if let (Some(res), Some(channels)) = (residual, self.residual_channels) {
+                if o < channels {
+                    acc += res[o * n + p];
+                }
+            }
+            out[o * n + p] = if self.relu { acc.max(0.0) } else { acc };
+        }
+    }
+}
+
+/// Safety: slices as asserted in [`Pointwise::run_image`]; `R` must be the op's tile.
+#[inline(always)]
+unsafe fn pointwise_any<V: Vector, const R: usize, const P: usize>(
+    pw: &Pointwise,
+    input: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(pw.tile, R);
+    let n = pw.pixels();
+    let tiles = pw.out_channels.div_ceil(R);
+    let mut p0 = 0;
+    while p0 + P * LANES <= n {
+        for t in 0..tiles {
+            pointwise_tile::<V, R, P>(pw, t, p0, input, residual, out);
+        }
+        p0 += P * LANES;
+    }
+    while p0 + LANES <= n {
+        for t in 0..tiles {
+            pointwise_tile::<V, R, 1>(pw, t, p0, input, residual, out);
+        }
+        p0 += LANES;
+    }
+    for p in p0..n {
+        pw.pixel(p, input, residual, out);
+    }
+}
+
+/// Output channels `t * R..` of pixels `p0..p0 + P * LANES`: per input channel, `P` vector loads
+/// and `R` broadcast weights feed `R * P` accumulators.
+// The accumulators are indexed [channel][vector] from two nested loops; iterators would hide that.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn pointwise_tile<V: Vector, const R: usize, const P: usize>(
+    pw: &Pointwise,
+    t: usize,
+    p0: usize,
+    input: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let n = pw.pixels();
+    let mut acc = [[V::zero(); P]; R];
+    for (r, row) in acc.iter_mut().enumerate() {
+        row.fill(V::splat(*pw.bias.get_unchecked(t * R + r)));
+    }
+    let weights = pw.weights.as_ptr().add(t * pw.in_channels * R);
+    let x = input.as_ptr().add(p0);
+    for i in 0..pw.in_channels {
+        let row = x.add(i * n);
+        let xv: [V; P] = std::array::from_fn(|k| V::load(row.add(k * LANES)));
+        let w = weights.add(i * R);
+        for r in 0..R {
+            let s = V::splat(*w.add(r));
+            for k in 0..P {
+                acc[r][k] = V::mul_add(xv[k], s, acc[r][k]);
+            }
+        }
+    }
+    let valid = R.min(pw.out_channels - t * R);
+    let zero = V::zero();
+    let dst = out.as_mut_ptr();
+    for (r, row) in acc.iter().enumerate().take(valid) {
+        let o = t * R + r;
+        let shortcut = match (residual, pw.residual_channels) {
+            (Some(res), Some(channels)) if o < channels => Some(res.as_ptr().add(o * n + p0)),
+            _ => None,
+        };
+        for (k, v) in row.iter().enumerate() {
+            let mut v = *v;
+            if let Some(s) = shortcut {
+                v = V::add(v, V::load(s.add(k * LANES)));
+            }
+            if pw.relu {
+                v = V::max(v, zero);
+            }
+            v.store(dst.add(o * n + p0 + k * LANES));
+        }
+    }
+}
+
+impl Op for Pointwise {
+    fn name(&self) -> StaticName {
+        "FerritePointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, residual {:?}, relu {}, {}",
+            self.in_channels,
+            self.out_channels,
+            self.residual_channels,
+            self.relu,
+            self.backend.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Pointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        eval_fresh(self, &inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
+    }
+}
+
+impl Kernel for Pointwise {
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let expected_inputs = 1 + usize::from(self.residual_channels.is_some());
+        if inputs.len() != expected_inputs {
+            bail!(
+                "1x1 conv expects {expected_inputs} inputs, got {}",
+                inputs.len()
+            );
+        }
+        let (h, w) = self.hw;
+        let shape = inputs[0].shape();
+        if shape.len() != 4 || shape[1] != self.in_channels || (shape[2], shape[3]) != self.hw {
+            bail!(
+                "1x1 conv built for [N, {}, {h}, {w}], got {shape:?}",
+                self.in_channels
+            );
+        }
+        let batch = shape[0];
+        if let (Some(res), Some(channels)) = (inputs.get(1), self.residual_channels) {
+            if res.shape() != [batch, channels, h, w] {
+                bail!(
+                    "1x1 conv residual built for [{batch}, {channels}, {h}, {w}], got {:?}",
+                    res.shape()
+                );
+            }
+        }
+        Ok(tvec![batch, self.out_channels, h, w])
+    }
+
+    fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
+        let plain = inputs[0].try_as_plain_ram()?;
+        let input = plain.as_slice::<f32>()?;
+        let residual_plain = inputs.get(1).map(|r| r.try_as_plain_ram()).transpose()?;
+        let residual = residual_plain
+            .as_ref()
+            .map(|r| r.as_slice::<f32>())
+            .transpose()?;
+        let n = self.pixels();
+        let (in_image, out_image) = (self.in_channels * n, self.out_channels * n);
+        let res_image = self.residual_channels.unwrap_or(0) * n;
+        for (b, out) in out.chunks_exact_mut(out_image).enumerate() {
+            self.run_image(
+                &input[b * in_image..][..in_image],
+                residual.map(|r| &r[b * res_image..][..res_image]),
+                out,
+            );
+        }
+        Ok(())
+    }
+}
+
+impl TypedOp for Pointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&[
+            inputs[0].shape[0].clone(),
+            self.out_channels.into(),
+            self.hw.0.into(),
+            self.hw.1.into()
+        ])))
+    }
+
+    as_op!();
+}
+
+/// A match that fuses several graph nodes into one op.
+struct FusedMatch {
+    /// The op's inputs (for a 1x1 convolution, the data then the residual if fused).
+    inputs: TVec<OutletId>,
+    /// The last node the op replaces.
+    last: usize,
+    /// How many graph nodes it replaces.
+    nodes: usize,
+    op: Box<dyn TypedOp>,
+}
+
+/// A two-input `Add` node reading `node`'s output: the other operand.
+fn add_operand(model: &TypedModel, add: usize, node: usize) -> Option<OutletId> {
+    let n = model.node(add);
+    let bin = n.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Add>() || n.inputs.len() != 2 {
+        return None;
+    }
+    let ours = OutletId::new(node, 0);
+    match (n.inputs[0] == ours, n.inputs[1] == ours) {
+        (true, false) => Some(n.inputs[1]),
+        (false, true) => Some(n.inputs[0]),
+        _ => None,
+    }
+}
+
+/// `EinSum NIHW,OI->NOHW` (tract's decluttered 1x1 convolution) with a constant kernel, then
+/// optionally `Add` of a constant `[1, O, 1, 1]` bias, `Add` of a residual (the same shape, or a
+/// channel concatenation of a tensor and constant zeros), and ReLU, in that order.
+fn match_pointwise(model: &TypedModel, node: usize, backend: Backend) -> Option<FusedMatch> {
+    let n = model.node(node);
+    let einsum = n.op_as::<EinSum>()?;
+    if einsum.axes.to_string() != "NIHW,OI->NOHW"
+        || einsum.operating_dt != f32::datum_type()
+        || einsum.q_params.is_some()
+        || n.inputs.len() != 2
+        || !is_f32_rank4(model, n.inputs[0])
+        || !is_f32_rank4(model, OutletId::new(node, 0))
+    {
+        return None;
+    }
+    let shape = model
+        .outlet_fact(n.inputs[0])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let out_shape = model
+        .outlet_fact(OutletId::new(node, 0))
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let (in_channels, out_channels, hw) = (shape[1], out_shape[1], (shape[2], shape[3]));
+    let weights = const_f32(model, n.inputs[1])?;
+    if weights.len() != in_channels * out_channels || (out_shape[2], out_shape[3]) != hw {
+        return None;
+    }
+    let mut last = node;
+    let mut nodes = 1;
+    let mut bias = vec![0.0; out_channels];
+    if let Some(add) = single_successor(model, last) {
+        let operand = add_operand(model, add, last);
+        let konst = operand.and_then(|o| {
+            let fact = model.outlet_fact(o).ok()?;
+            let per_channel = fact.shape.as_concrete()? == [1, out_channels, 1, 1];
+            per_channel.then(|| const_f32(model, o)).flatten()
+        });
+        if let Some(values) = konst {
+            bias = values;
+            last = add;
+            nodes += 1;
+        }
+    }
+    let mut inputs = tvec![n.inputs[0]];
+    let mut residual_channels = None;
+    if let Some(add) = single_successor(model, last) {
+        if let Some(residual) =
+            add_operand(model, add, last).and_then(|o| residual_source(model, o, &out_shape))
+        {
+            residual_channels = Some(residual.1);
+            inputs.push(residual.0);
+            last = add;
+            nodes += 1;
+        }
+    }
+    let mut relu = false;
+    if let Some(max) = single_successor(model, last).filter(|&s| is_relu(model, s)) {
+        relu = true;
+        last = max;
+        nodes += 1;
+    }
+    let op = Pointwise::new(
+        (in_channels, out_channels),
+        hw,
+        &weights,
+        &bias,
+        residual_channels,
+        relu,
+        backend,
+    );
+    Some(FusedMatch {
+        inputs,
+        last,
+        nodes,
+        op: Box::new(op),
+    })
+}
+
+/// Where a residual operand of shape `out_shape` comes from, and how many of its channels are
+/// not constant zeros: itself, or the first input of a channel `Concat` whose second is zeros.
+fn residual_source(
+    model: &TypedModel,
+    operand: OutletId,
+    out_shape: &[usize],
+) -> Option<(OutletId, usize)> {
+    let fact = model.outlet_fact(operand).ok()?;
+    if fact.datum_type != f32::datum_type()
+        || fact.konst.is_some()
+        || fact.shape.as_concrete()? != out_shape
+    {
+        return None;
+    }
+    let node = model.node(operand.node);
+    let concat = node
+        .op_as::<TypedConcat>()
+        .filter(|c| c.axis == 1 && node.inputs.len() == 2);
+    let Some(_) = concat else {
+        return Some((operand, out_shape[1]));
+    };
+    let (data, zeros) = (node.inputs[0], node.inputs[1]);
+    let data_shape = model.outlet_fact(data).ok()?.shape.as_concrete()?.to_vec();
+    let all_zero = const_f32(model, zeros).is_some_and(|z| z.iter().all(|&v| v == 0.0));
+    let fits = all_zero
+        && model.outlet_fact(data).ok()?.datum_type == f32::datum_type()
+        && data_shape.len() == 4
+        && data_shape[0] == out_shape[0]
+        && data_shape[2..] == out_shape[2..];
+    if fits {
+        Some((data, data_shape[1]))
+    } else {
+        Some((operand, out_shape[1]))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense KxK convolutions of an image input, for BlazeFace's first layer (5x5, stride 2, 3 -> 24
+// channels on the NHWC input). tract ran it as a transpose, an im2col gather and a matrix product:
+// about half of the detector graph's time once the other layers were ferrite's.
+
+/// A dense `k x k` convolution with bias (stride 1 or 2, explicit padding), optionally followed by
+/// ReLU, from an NHWC or NCHW input to an NCHW output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageConv {
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    /// Input height and width.
+    hw: (usize, usize),
+    pad_before: (usize, usize),
+    pad_after: (usize, usize),
+    /// Whether the input is `[N, H, W, C]` (the graph's image) rather than `[N, C, H, W]`.
+    nhwc: bool,
+    /// Output channels per register tile.
+    tile: usize,
+    /// `[tile][c][ky][kx][r]`, the last tile padded with zero weights.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    /// Per tap `(c, ky, kx)`, where its value for output (0, 0) sits in the phase planes.
+    offsets: Vec<usize>,
+    relu: bool,
+    backend: Backend,
+}
+
+impl Eq for ImageConv {}
+
+impl ImageConv {
+    /// `weights` is ONNX's `[O][C][k][k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        (in_channels, out_channels): (usize, usize),
+        (kernel, stride): (usize, usize),
+        hw: (usize, usize),
+        (pad_before, pad_after): ((usize, usize), (usize, usize)),
+        nhwc: bool,
+        weights: &[f32],
+        bias: &[f32],
+        backend: Backend,
+    ) -> ImageConv {
+        let taps = in_channels * kernel * kernel;
+        assert!(weights.len() == out_channels * taps && bias.len() == out_channels);
+        let tile = if backend == Backend::Neon {
+            Pointwise::NARROW_TILE.0
+        } else {
+            Pointwise::WIDE_TILE.0
+        };
+        let padded = out_channels.div_ceil(tile) * tile;
+        let mut packed = vec![0.0; padded * taps];
+        for o in 0..out_channels {
+            for tap in 0..taps {
+                packed[((o / tile) * taps + tap) * tile + o % tile] = weights[o * taps + tap];
+            }
+        }
+        let mut padded_bias = bias.to_vec();
+        padded_bias.resize(padded, 0.0);
+        let mut op = ImageConv {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            hw,
+            pad_before,
+            pad_after,
+            nhwc,
+            tile,
+            weights: packed,
+            bias: padded_bias,
+            offsets: Vec::new(),
+            relu: false,
+            backend,
+        };
+        let (row, channel_planes) = op.phase_geometry();
+        let plane = op.padded_hw().0 * row;
+        op.offsets = (0..taps)
+            .map(|tap| {
+                let (c, ky, kx) = (tap / (kernel * kernel), tap / kernel % kernel, tap % kernel);
+                c * channel_planes + (kx % stride) * plane + ky * row + kx / stride
+            })
+            .collect();
+        op
+    }
+
+    fn padded_hw(&self) -> (usize, usize) {
+        (
+            self.hw.0 + self.pad_before.0 + self.pad_after.0,
+            self.hw.1 + self.pad_before.1 + self.pad_after.1,
+        )
+    }
+
+    fn output_hw(&self) -> (usize, usize) {
+        let (ph, pw) = self.padded_hw();
+        (
+            (ph - self.kernel) / self.stride + 1,
+            (pw - self.kernel) / self.stride + 1,
+        )
+    }
+
+    fn input_shape(&self, batch: usize) -> [usize; 4] {
+        let (h, w) = self.hw;
+        if self.nhwc {
+            [batch, h, w, self.in_channels]
+        } else {
+            [batch, self.in_channels, h, w]
+        }
+    }
+
+    /// Geometry of the padded input split into column phases (as in [`Depthwise3x3`]): the
+    /// length of a phase row, and of one channel's `stride` phase planes.
+    fn phase_geometry(&self) -> (usize, usize) {
+        let (ph, pw) = self.padded_hw();
+        let row = pw.div_ceil(self.stride);
+        (row, self.stride * ph * row)
+    }
+
+    /// One image: `input` in the op's layout, `out` `[O][OH][OW]`; `planes` is scratch.
+    fn run_image(&self, input: &[f32], out: &mut [f32], planes: &mut Vec<f32>) {
+        let (h, w) = self.hw;
+        let (ph, _) = self.padded_hw();
+        let (oh, ow) = self.output_hw();
+        let (row, channel_planes) = self.phase_geometry();
+        let plane = ph * row;
+        let (c_count, s, k) = (self.in_channels, self.stride, self.kernel);
+        assert!(input.len() == c_count * h * w && out.len() == self.out_channels * oh * ow);
+        // The last column and row any tap reads lie inside the planes.
+        assert!(ow - 1 + (k - 1) / s < row && s * (oh - 1) + k - 1 < ph);
+        planes.clear();
+        planes.resize(c_count * channel_planes, 0.0);
+        for y in 0..h {
+            let start = (y + self.pad_before.0) * row;
+            for x in 0..w {
+                let px = x + self.pad_before.1;
+                let at = (px % s) * plane + start + px / s;
+                for c in 0..c_count {
+                    let value = if self.nhwc {
+                        input[(y * w + x) * c_count + c]
+                    } else {
+                        input[(c * h + y) * w + x]
+                    };
+                    planes[c * channel_planes + at] = value;
+                }
+            }
+        }
+        // Safety: the assertions above bound every read and write of the kernel.
+        unsafe {
+            match self.backend {
+                #[cfg(target_arch = "x86_64")]
+                Backend::Avx512 => avx512::image_conv(self, planes, out),
+                #[cfg(target_arch = "aarch64")]
+                Backend::Neon => image_conv_any::<
+                    neon::Neon,
+                    { Pointwise::NARROW_TILE.0 },
+                    { Pointwise::NARROW_TILE.1 },
+                >(self, planes, out),
+                _ => {
+                    image_conv_any::<Portable, { Pointwise::WIDE_TILE.0 }, { Pointwise::WIDE_TILE.1 }>(
+                        self, planes, out,
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// Safety: as asserted in [`ImageConv::run_image`]; `R` must be the op's tile.
+#[inline(always)]
+unsafe fn image_conv_any<V: Vector, const R: usize, const P: usize>(
+    op: &ImageConv,
+    planes: &[f32],
+    out: &mut [f32],
+) {
+    debug_assert_eq!(op.tile, R);
+    let (oh, ow) = op.output_hw();
+    let tiles = op.out_channels.div_ceil(R);
+    for oy in 0..oh {
+        let mut x0 = 0;
+        while x0 + P * LANES <= ow {
+            for t in 0..tiles {
+                image_conv_tile::<V, R, P>(op, t, oy, x0, planes, out);
+            }
+            x0 += P * LANES;
+        }
+        while x0 + LANES <= ow {
+            for t in 0..tiles {
+                image_conv_tile::<V, R, 1>(op, t, oy, x0, planes, out);
+            }
+            x0 += LANES;
+        }
+        for x in x0..ow {
+            image_conv_pixel(op, oy, x, planes, out);
+        }
+    }
+}
+
+/// Output channels `t * R..` of pixels `x0..x0 + P * LANES` of row `oy`.
+// The accumulators are indexed [channel][vector] from two nested loops; iterators would hide that.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn image_conv_tile<V: Vector, const R: usize, const P: usize>(
+    op: &ImageConv,
+    t: usize,
+    oy: usize,
+    x0: usize,
+    planes: &[f32],
+    out: &mut [f32],
+) {
+    let (oh, ow) = op.output_hw();
+    let (row, _) = op.phase_geometry();
+    let k = op.kernel;
+    let taps = op.in_channels * k * k;
+    let mut acc = [[V::zero(); P]; R];
+    for (r, lane) in acc.iter_mut().enumerate() {
+        lane.fill(V::splat(*op.bias.get_unchecked(t * R + r)));
+    }
+    let weights = op.weights.as_ptr().add(t * taps * R);
+    let base = planes.as_ptr().add(oy * op.stride * row + x0);
+    for (tap, &offset) in op.offsets.iter().enumerate() {
+        let src = base.add(offset);
+        let xv: [V; P] = std::array::from_fn(|p| V::load(src.add(p * LANES)));
+        let w = weights.add(tap * R);
+        for r in 0..R {
+            let s = V::splat(*w.add(r));
+            for p in 0..P {
+                acc[r][p] = V::mul_add(xv[p], s, acc[r][p]);
+            }
+        }
+    }
+    let valid = R.min(op.out_channels - t * R);
+    let zero = V::zero();
+    let dst = out.as_mut_ptr();
+    for (r, lane) in acc.iter().enumerate().take(valid) {
+        let at = ((t * R + r) * oh + oy) * ow + x0;
+        for (p, v) in lane.iter().enumerate() {
+            let v = if op.relu { V::max(*v, zero) } else { *v };
+            v.store(dst.add(at + p * LANES));
+        }
+    }
+}
+
+/// The scalar path, for pixels past the last whole vector of a row.
+fn image_conv_pixel(op: &ImageConv, oy: usize, x: usize, planes: &[f32], out: &mut [f32]) {
+    let (oh, ow) = op.output_hw();
+    let (row, _) = op.phase_geometry();
+    let k = op.kernel;
+    let taps = op.in_channels * k * k;
+    let base = oy * op.stride * row + x;
+    for o in 0..op.out_channels {
+        let (t, r) = (o / op.tile, o % op.tile);
+        let mut acc = op.bias[o];
+        for (tap, &offset) in op.offsets.iter().enumerate() {
+            acc += op.weights[(t * taps + tap) * op.tile + r] * planes[base + offset];
+        }
+        out[(o * oh + oy) * ow + x] = if op.relu { acc.max(0.0) } else { acc };
+    }
+}
+
+thread_local! {
+    static IMAGE_PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Op for ImageConv {
+    fn name(&self) -> StaticName {
+        "FerriteImageConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{}x{} stride {}, {} -> {} channels, {}, relu {}, {}",
+            self.kernel,
+            self.kernel,
+            self.stride,
+            self.in_channels,
+            self.out_channels,
+            if self.nhwc { "NHWC" } else { "NCHW" },
+            self.relu,
+            self.backend.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ImageConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        eval_fresh(self, &inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
+    }
+}
+
+impl Kernel for ImageConv {
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let shape = single_input(inputs)?.shape();
+        let batch = shape.first().copied().unwrap_or(0);
+        if shape != self.input_shape(batch) {
+            bail!(
+                "image conv built for {:?}, got {shape:?}",
+                self.input_shape(batch)
+            );
+        }
+        let (oh, ow) = self.output_hw();
+        Ok(tvec![batch, self.out_channels, oh, ow])
+    }
+
+    fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
+        let plain = single_input(inputs)?.try_as_plain_ram()?;
+        let input = plain.as_slice::<f32>()?;
+        let (oh, ow) = self.output_hw();
+        let in_image = self.in_channels * self.hw.0 * self.hw.1;
+        let out_image = self.out_channels * oh * ow;
+        IMAGE_PLANES.with(|planes| {
+            let mut planes = planes.borrow_mut();
+            for (input, out) in input
+                .chunks_exact(in_image)
+                .zip(out.chunks_exact_mut(out_image))
+            {
+                self.run_image(input, out, &mut planes);
+            }
+        });
+        Ok(())
+    }
+}
+
+impl TypedOp for ImageConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let (oh, ow) = self.output_hw();
+        Ok(tvec!(f32::fact(&[
+            inputs[0].shape[0].clone(),
+            self.out_channels.into(),
+            oh.into(),
+            ow.into()
+        ])))
+    }
+
+    as_op!();
+}
+
+/// A dense (one group) convolution of 2 to 7 taps a side, stride 1 or 2, with a constant kernel
+/// and bias, then optionally ReLU. When its input is a `MoveAxis` from NHWC, the op reads the
+/// NHWC tensor itself and the transpose goes.
+fn match_image_conv(model: &TypedModel, node: usize, backend: Backend) -> Option<FusedMatch> {
+    let n = model.node(node);
+    let conv = n.op_as::<Conv>()?;
+    let spec = &conv.pool_spec;
+    let kernel = match spec.kernel_shape.as_slice() {
+        [a, b] if a == b && (2..=7).contains(a) => *a,
+        _ => return None,
+    };
+    let stride = match spec.strides.as_ref().map(|s| s.as_slice()) {
+        None | Some([1, 1]) => 1,
+        Some([2, 2]) => 2,
+        _ => return None,
+    };
+    let (before, after) = match &spec.padding {
+        PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, false)
+            if b.len() == 2 && a.len() == 2 =>
+        {
+            ((b[0], b[1]), (a[0], a[1]))
+        }
+        _ => return None,
+    };
+    let fits = spec.data_format == DataFormat::NCHW
+        && is_unit(&spec.dilations)
+        && conv.group == 1
+        && conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && n.inputs.len() == 3
+        && is_f32_rank4(model, n.inputs[0])
+        && is_f32_rank4(model, OutletId::new(node, 0))
+        && before.0.max(before.1).max(after.0).max(after.1) < kernel;
+    if !fits {
+        return None;
+    }
+    let nchw = model
+        .outlet_fact(n.inputs[0])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let (in_channels, out_channels) = (spec.input_channels, spec.output_channels);
+    let weights = const_f32(model, n.inputs[1])?;
+    let bias = const_f32(model, n.inputs[2])?;
+    let bias = match bias.len() {
+        1 => vec![bias[0]; out_channels],
+        len if len == out_channels => bias,
+        _ => return None,
+    };
+    if nchw[1] != in_channels || weights.len() != out_channels * in_channels * kernel * kernel {
+        return None;
+    }
+    // Reading the image before tract's transpose, when the transpose has no other reader.
+    let producer = model.node(n.inputs[0].node);
+    let transposed = producer.op_as::<AxisOp>() == Some(&AxisOp::Move(3, 1))
+        && single_successor(model, producer.id) == Some(node)
+        && producer.inputs.len() == 1
+        && is_f32_rank4(model, producer.inputs[0]);
+    let input = if transposed {
+        producer.inputs[0]
+    } else {
+        n.inputs[0]
+    };
+    let mut op = ImageConv::new(
+        (in_channels, out_channels),
+        (kernel, stride),
+        (nchw[2], nchw[3]),
+        (before, after),
+        transposed,
+        &weights,
+        &bias,
+        backend,
+    );
+    let (ph, pw) = op.padded_hw();
+    if ph < kernel || pw < kernel {
+        return None;
+    }
+    let (oh, ow) = op.output_hw();
+    let declared = model
+        .outlet_fact(OutletId::new(node, 0))
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    if declared != [nchw[0], out_channels, oh, ow] {
+        return None;
+    }
+    let mut last = node;
+    let mut nodes = 1 + usize::from(transposed);
+    if let Some(max) = single_successor(model, last).filter(|&s| is_relu(model, s)) {
+        op.relu = true;
+        last = max;
+        nodes += 1;
+    }
+    Some(FusedMatch {
+        inputs: tvec![input],
+        last,
+        nodes,
+        op: Box::new(op),
+    })
 }
 
 #[cfg(test)]
@@ -1672,6 +2747,129 @@ mod tests {
                         .max(at(2 * oy + 1, 2 * ox))
                         .max(at(2 * oy + 1, 2 * ox + 1));
                     assert_eq!(got[oy * (w / 2) + ox], want, "{backend:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_a_plain_reference_with_residual_relu_and_tails() {
+        // (in, out, h, w, residual channels, relu): whole tiles, a partial channel tile, pixel
+        // counts that leave a one-vector tile and a scalar tail, a shortcut narrower than the
+        // output (BlazeFace's zero-padded channels) and none at all.
+        for (i, o, h, w, residual, relu) in [
+            (24, 28, 8, 8, Some(24), true),
+            (5, 13, 5, 7, Some(13), false),
+            (3, 30, 4, 5, None, true),
+            (16, 7, 1, 3, Some(2), true),
+        ] {
+            let n = h * w;
+            let input = values(i * n, 21);
+            let weights = values(o * i, 22);
+            let bias = values(o, 23);
+            let shortcut = residual.map(|r| values(r * n, 24));
+            for backend in backends() {
+                let op = Pointwise::new((i, o), (h, w), &weights, &bias, residual, relu, backend);
+                let mut got = vec![f32::NAN; o * n];
+                op.run_image(&input, shortcut.as_deref(), &mut got);
+                for c in 0..o {
+                    for p in 0..n {
+                        let mut want = bias[c];
+                        for k in 0..i {
+                            want += weights[c * i + k] * input[k * n + p];
+                        }
+                        if let (Some(r), Some(s)) = (residual, &shortcut) {
+                            if c < r {
+                                want += s[c * n + p];
+                            }
+                        }
+                        if relu {
+                            want = want.max(0.0);
+                        }
+                        let g = got[c * n + p];
+                        assert!(
+                            (g - want).abs() < 1e-5,
+                            "{backend:?} {i}->{o} {h}x{w} ({c},{p}): {g} != {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn image_conv_matches_a_plain_reference_in_both_layouts() {
+        // (c, o, k, stride, h, w, before, after): BlazeFace's first layer, a stride-1 case with a
+        // pixel tail, and odd sizes with asymmetric padding and a partial channel tile.
+        for (c, o, k, stride, h, w, before, after) in [
+            (3, 24, 5, 2, 64, 64, (1, 1), (2, 2)),
+            (2, 5, 3, 1, 6, 37, (1, 1), (1, 1)),
+            (3, 13, 4, 2, 9, 11, (0, 2), (3, 1)),
+        ] {
+            let nchw = values(c * h * w, 31);
+            let mut nhwc = vec![0.0; c * h * w];
+            for ch in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        nhwc[(y * w + x) * c + ch] = nchw[(ch * h + y) * w + x];
+                    }
+                }
+            }
+            let weights = values(o * c * k * k, 32);
+            let bias = values(o, 33);
+            for backend in backends() {
+                for (layout_nhwc, input) in [(false, &nchw), (true, &nhwc)] {
+                    for relu in [false, true] {
+                        let mut op = ImageConv::new(
+                            (c, o),
+                            (k, stride),
+                            (h, w),
+                            (before, after),
+                            layout_nhwc,
+                            &weights,
+                            &bias,
+                            backend,
+                        );
+                        op.relu = relu;
+                        let (oh, ow) = op.output_hw();
+                        let mut got = vec![f32::NAN; o * oh * ow];
+                        op.run_image(input, &mut got, &mut Vec::new());
+                        for oc in 0..o {
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    let mut want = bias[oc];
+                                    for ch in 0..c {
+                                        for ky in 0..k {
+                                            for kx in 0..k {
+                                                let iy =
+                                                    (oy * stride + ky) as isize - before.0 as isize;
+                                                let ix =
+                                                    (ox * stride + kx) as isize - before.1 as isize;
+                                                if iy < 0 || ix < 0 {
+                                                    continue;
+                                                }
+                                                let (iy, ix) = (iy as usize, ix as usize);
+                                                if iy < h && ix < w {
+                                                    want += weights
+                                                        [((oc * c + ch) * k + ky) * k + kx]
+                                                        * nchw[(ch * h + iy) * w + ix];
+                                                }
+                                            }
+                                        }
+                                    }
+                                    if relu {
+                                        want = want.max(0.0);
+                                    }
+                                    let g = got[(oc * oh + oy) * ow + ox];
+                                    assert!(
+                                        (g - want).abs() < 1e-4,
+                                        "{backend:?} nhwc {layout_nhwc} {k}x{k}/{stride} \
+                                         ({oc},{oy},{ox}): {g} != {want}"
+                                    );
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -14,7 +14,7 @@ use image::GrayImage;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use crate::align;
+use crate::align::{self, ClaheScratch};
 use crate::direct_conv::{self, Backend, ConvKernels};
 use crate::models::{Manifest, ModelSource};
 pub use crate::profile::OpTime;
@@ -313,6 +313,9 @@ impl Ensemble {
             ensemble: self,
             state,
             pixels: Vec::new(),
+            equalised: GrayImage::new(0, 0),
+            clahe: ClaheScratch::default(),
+            input: None,
         })
     }
 }
@@ -388,11 +391,16 @@ fn run_error(e: TractError) -> EnsembleError {
     EnsembleError::Run(format!("{e:#}"))
 }
 
-/// Per-thread inference state: reuses tract's op states and the input buffer across faces.
+/// Per-thread inference state: reuses tract's op states (and with them the activations of
+/// ferrite's kernels), the CLAHE buffers and the input buffer and tensor across faces.
 pub struct Session<'a> {
     ensemble: &'a Ensemble,
     state: TypedSimpleState,
     pixels: Vec<f32>,
+    equalised: GrayImage,
+    clahe: ClaheScratch,
+    /// The f32 input tensor of the last run, refilled in place when tract has let go of it.
+    input: Option<Arc<Tensor>>,
 }
 
 impl Session<'_> {
@@ -416,12 +424,14 @@ impl Session<'_> {
             });
         }
         let pre = &manifest.preprocess;
-        let equalised = align::clahe(
+        align::clahe_into(
             crop,
             pre.clahe_clip_limit,
             (pre.clahe_tiles[0], pre.clahe_tiles[1]),
+            &mut self.equalised,
+            &mut self.clahe,
         );
-        align::normalise_into(&equalised, pre.scale, pre.offset, &mut self.pixels);
+        align::normalise_into(&self.equalised, pre.scale, pre.offset, &mut self.pixels);
         Ok(())
     }
 
@@ -440,8 +450,9 @@ impl Session<'_> {
         self.run_prepared()
     }
 
-    /// The tensor the graph takes, built from the input buffer.
-    fn input_tensor(&mut self) -> Result<Tensor, EnsembleError> {
+    /// Makes the input buffer what the graph takes: a one-channel crop copied into each channel
+    /// of a three-channel model.
+    fn replicate_channels(&mut self) -> Result<(), EnsembleError> {
         let spec = &self.ensemble.manifest.input;
         let plane = spec.height * spec.width;
         if self.pixels.len() == plane && spec.channels == 3 {
@@ -455,6 +466,13 @@ impl Session<'_> {
                 plane * spec.channels
             )));
         }
+        Ok(())
+    }
+
+    /// The tensor the graph takes, built from the input buffer.
+    fn input_tensor(&mut self) -> Result<Tensor, EnsembleError> {
+        self.replicate_channels()?;
+        let spec = &self.ensemble.manifest.input;
         let mut input =
             Tensor::from_shape(&[1, spec.channels, spec.height, spec.width], &self.pixels)
                 .map_err(run_error)?;
@@ -465,6 +483,39 @@ impl Session<'_> {
                 .into_owned();
         }
         Ok(input)
+    }
+
+    /// [`Session::input_tensor`] as the value a run takes. An f32 input is copied into the
+    /// previous run's tensor when tract has dropped it (it drops its inputs at the end of a run),
+    /// so a warm session allocates no input tensor.
+    fn input_value(&mut self) -> Result<TValue, EnsembleError> {
+        if self.ensemble.input_type != f32::datum_type() {
+            return Ok(self.input_tensor()?.into_tvalue());
+        }
+        let spec = &self.ensemble.manifest.input;
+        let shape = [1, spec.channels, spec.height, spec.width];
+        let reusable = self
+            .input
+            .as_mut()
+            .and_then(Arc::get_mut)
+            .is_some_and(|t| t.shape() == shape);
+        if !reusable {
+            self.input = Some(Arc::new(self.input_tensor()?));
+        } else {
+            self.replicate_channels()?;
+            let Some(tensor) = self.input.as_mut().and_then(Arc::get_mut) else {
+                return Err(EnsembleError::Run("input tensor still in use".to_string()));
+            };
+            let mut plain = tensor.try_as_plain_ram_mut().map_err(run_error)?;
+            plain
+                .as_slice_mut::<f32>()
+                .map_err(run_error)?
+                .copy_from_slice(&self.pixels);
+        }
+        match &self.input {
+            Some(input) => Ok(TValue::from_const(Arc::clone(input))),
+            None => Err(EnsembleError::Run("no input tensor".to_string())),
+        }
     }
 
     /// Where the time of one graph run goes: runs the prepared input `runs` times, timing every
@@ -479,8 +530,8 @@ impl Session<'_> {
     /// left in the input buffer.
     pub fn run_prepared(&mut self) -> Result<Prediction, EnsembleError> {
         let manifest = &self.ensemble.manifest;
-        let input = self.input_tensor()?;
-        let outputs = self.state.run(tvec!(input.into())).map_err(run_error)?;
+        let input = self.input_value()?;
+        let outputs = self.state.run(tvec!(input)).map_err(run_error)?;
         let values = |ix: usize| -> Result<Vec<f32>, EnsembleError> {
             let values = outputs[ix].cast_to::<f32>().map_err(run_error)?;
             Ok(values
