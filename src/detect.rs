@@ -527,7 +527,7 @@ pub struct Detector {
     plan: Arc<TypedSimplePlan>,
     anchors: Vec<Anchor>,
     layout: OutputLayout,
-    /// Who runs the depthwise convolutions and 2x2 max-pools: ferrite's kernels, or tract (`None`).
+    /// Who runs the convolutions and 2x2 max-pools: ferrite's kernels, or tract (`None`).
     kernels: Option<Backend>,
     /// Idle sessions, one per thread that has detected concurrently so far.
     sessions: Mutex<Vec<DetectorSession>>,
@@ -702,7 +702,7 @@ impl Detector {
         &self.config
     }
 
-    /// Who runs the depthwise convolutions and 2x2 max-pools: "direct-avx512", "direct-neon",
+    /// Who runs the convolutions and 2x2 max-pools (all but the heads): "direct-avx512", "direct-neon",
     /// "direct-portable" or "tract".
     pub fn kernels(&self) -> &'static str {
         self.kernels.map_or("tract", Backend::name)

@@ -1,6 +1,6 @@
 //! ferrite's own convolution kernels, run inside tract as custom operators that replace the
-//! nodes they match: the ensemble's 3x3 convolution chains and BlazeFace's depthwise 3x3
-//! convolutions and 2x2 max-pools.
+//! nodes they match: the ensemble's 3x3 convolution chains, and BlazeFace's first convolution,
+//! depthwise 3x3 and 1x1 convolutions and 2x2 max-pools.
 //!
 //! Why: tract lowers every convolution to an im2col gather plus a matrix product. For the wide,
 //! shallow layers of the ensemble's backbones (16 or 32 channels at 48x48 and 24x24) the gather
@@ -10,8 +10,13 @@
 //! in a channel-blocked layout (16 channels per vector, zero border included, so no Pad and no
 //! gather) and computes every output vector as a sum of broadcast inputs times weight vectors.
 //! In the detector, tract's depthwise convolution and max-pool took about 40 % of the graph's time
-//! for 12 % of its multiply-adds; [`Depthwise3x3`] and [`MaxPool2x2`] replace them.
-//! Everything else in both graphs stays tract's.
+//! for 12 % of its multiply-adds, and its 1x1 convolutions (a packing step, a matrix product and a
+//! separate add chain each) most of the rest: [`Depthwise3x3`], [`MaxPool2x2`], [`Pointwise`]
+//! (bias, residual shortcut and ReLU fused) and [`ImageConv`] (the first layer, read from the NHWC
+//! image) replace them. The heads, dense layers and softmax stay tract's.
+//!
+//! Each op keeps its output tensor in its per-session state (`ReusedOutput`) and overwrites it
+//! on the next run, so a warm session allocates none of these activations.
 //!
 //! The replacements are exact up to float summation order and apply only to f32 nodes that match
 //! the shapes implemented here; anything else keeps tract's kernels.

@@ -130,8 +130,7 @@ enum Command {
             precision     string  \"stored\" or \"f16\": what the ensemble ran in\n  \
             conv_kernels  string  \"direct-avx512\", \"direct-neon\", \"direct-portable\" or \"tract\": who \
             ran the ensemble's convolutions\n  \
-            detector_kernels string  the same for the detector's depthwise convolutions and \
-            2x2 max-pools\n  \
+            detector_kernels string  the same for the detector's convolutions and 2x2 max-pools\n  \
             detector      string  \"short\" or \"long\"\n  \
             threads       number  concurrent workers (1 with --graphs-only)\n  \
             tract_threads number  --tract-threads: tract's intra-op threads per graph run\n  \
@@ -1064,7 +1063,7 @@ struct BenchRow {
     precision: Precision,
     /// Who ran the ensemble's convolutions: "direct-avx512", "direct-neon", "direct-portable" or "tract".
     conv_kernels: &'static str,
-    /// Who ran the detector's depthwise convolutions and 2x2 max-pools (same names).
+    /// Who ran the detector's convolutions and 2x2 max-pools (same names).
     detector_kernels: &'static str,
     detector: &'static str,
     threads: usize,
