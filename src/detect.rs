@@ -719,25 +719,21 @@ impl Detector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
+        let size = self.config.model.input_size();
+        let fresh_input = || Tensor::zero::<f32>(&[1, size, size, 3]).map(Arc::new);
         let mut session = match pooled {
             Some(session) => session,
-            None => {
-                let size = self.config.model.input_size();
-                DetectorSession {
-                    state: self.plan.spawn().map_err(inference)?,
-                    input: Arc::new(Tensor::zero::<f32>(&[1, size, size, 3]).map_err(inference)?),
-                }
-            }
+            None => DetectorSession {
+                state: self.plan.spawn().map_err(inference)?,
+                input: fresh_input().map_err(inference)?,
+            },
         };
-        let input = match Arc::get_mut(&mut session.input) {
-            Some(input) => input,
-            None => {
-                return Err(DetectError::Inference(
-                    "detector input tensor still in use".to_string(),
-                ))
-            }
-        };
-        {
+        // tract drops its inputs at the end of a run, so the tensor is normally ours alone again;
+        // should anything still hold it, the frame gets a new one rather than overwrite it.
+        if Arc::get_mut(&mut session.input).is_none() {
+            session.input = fresh_input().map_err(inference)?;
+        }
+        if let Some(input) = Arc::get_mut(&mut session.input) {
             let mut plain = input.try_as_plain_ram_mut().map_err(inference)?;
             fill(plain.as_slice_mut::<f32>().map_err(inference)?);
         }
