@@ -890,6 +890,23 @@ impl<K: Kernel> OpState for ReusedOutput<K> {
     }
 }
 
+/// `EvalOp` for a [`Kernel`]: out of a plan a fresh output, in a session a reused one.
+macro_rules! kernel_eval_op {
+    ($op:ty) => {
+        impl EvalOp for $op {
+            op_out_of_plan!();
+
+            fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+                eval_fresh(self, &inputs)
+            }
+
+            fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+                Ok(Some(Box::new(ReusedOutput::<Self>::default())))
+            }
+        }
+    };
+}
+
 impl Op for ConvChain {
     fn name(&self) -> StaticName {
         "FerriteConvChain".into()
@@ -907,17 +924,7 @@ impl Op for ConvChain {
     op_as_typed_op!();
 }
 
-impl EvalOp for ConvChain {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_fresh(self, &inputs)
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
-    }
-}
+kernel_eval_op!(ConvChain);
 
 impl Kernel for ConvChain {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
@@ -1380,17 +1387,7 @@ impl Op for Depthwise3x3 {
     op_as_typed_op!();
 }
 
-impl EvalOp for Depthwise3x3 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_fresh(self, &inputs)
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
-    }
-}
+kernel_eval_op!(Depthwise3x3);
 
 impl Kernel for Depthwise3x3 {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
@@ -1448,17 +1445,7 @@ impl Op for MaxPool2x2 {
     op_as_typed_op!();
 }
 
-impl EvalOp for MaxPool2x2 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_fresh(self, &inputs)
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
-    }
-}
+kernel_eval_op!(MaxPool2x2);
 
 impl Kernel for MaxPool2x2 {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
@@ -1864,17 +1851,7 @@ impl Op for Pointwise {
     op_as_typed_op!();
 }
 
-impl EvalOp for Pointwise {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_fresh(self, &inputs)
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
-    }
-}
+kernel_eval_op!(Pointwise);
 
 impl Kernel for Pointwise {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
@@ -2372,17 +2349,7 @@ impl Op for ImageConv {
     op_as_typed_op!();
 }
 
-impl EvalOp for ImageConv {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_fresh(self, &inputs)
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(ReusedOutput::<Self>::default())))
-    }
-}
+kernel_eval_op!(ImageConv);
 
 impl Kernel for ImageConv {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
