@@ -1371,6 +1371,27 @@ thread_local! {
     static PHASE_PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `image` on each image of a batch (`in_image` and `out_image` values each) with this
+/// thread's phase-plane scratch, which the depthwise and first-layer kernels share: a thread runs
+/// one op at a time.
+fn with_phase_planes(
+    input: &[f32],
+    in_image: usize,
+    out: &mut [f32],
+    out_image: usize,
+    image: impl Fn(&[f32], &mut [f32], &mut Vec<f32>),
+) {
+    PHASE_PLANES.with(|planes| {
+        let mut planes = planes.borrow_mut();
+        for (input, out) in input
+            .chunks_exact(in_image)
+            .zip(out.chunks_exact_mut(out_image))
+        {
+            image(input, out, &mut planes);
+        }
+    });
+}
+
 impl Op for Depthwise3x3 {
     fn name(&self) -> StaticName {
         "FerriteDepthwise3x3".into()
@@ -1409,14 +1430,8 @@ impl Kernel for Depthwise3x3 {
         let (oh, ow) = self.output_hw();
         let in_image = self.channels * self.hw.0 * self.hw.1;
         let out_image = self.channels * oh * ow;
-        PHASE_PLANES.with(|planes| {
-            let mut planes = planes.borrow_mut();
-            for (input, out) in input
-                .chunks_exact(in_image)
-                .zip(out.chunks_exact_mut(out_image))
-            {
-                self.run_image(input, out, &mut planes);
-            }
+        with_phase_planes(input, in_image, out, out_image, |input, out, planes| {
+            self.run_image(input, out, planes)
         });
         Ok(())
     }
@@ -2323,10 +2338,6 @@ fn image_conv_pixel(op: &ImageConv, oy: usize, x: usize, planes: &[f32], out: &m
     }
 }
 
-thread_local! {
-    static IMAGE_PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Op for ImageConv {
     fn name(&self) -> StaticName {
         "FerriteImageConv".into()
@@ -2371,14 +2382,8 @@ impl Kernel for ImageConv {
         let (oh, ow) = self.output_hw();
         let in_image = self.in_channels * self.hw.0 * self.hw.1;
         let out_image = self.out_channels * oh * ow;
-        IMAGE_PLANES.with(|planes| {
-            let mut planes = planes.borrow_mut();
-            for (input, out) in input
-                .chunks_exact(in_image)
-                .zip(out.chunks_exact_mut(out_image))
-            {
-                self.run_image(input, out, &mut planes);
-            }
+        with_phase_planes(input, in_image, out, out_image, |input, out, planes| {
+            self.run_image(input, out, planes)
         });
         Ok(())
     }
