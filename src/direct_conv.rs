@@ -1685,21 +1685,7 @@ impl Pointwise {
         backend: Backend,
     ) -> Pointwise {
         assert!(weights.len() == in_channels * out_channels && bias.len() == out_channels);
-        let tile = if backend == Backend::Neon {
-            Self::NARROW_TILE.0
-        } else {
-            Self::WIDE_TILE.0
-        };
-        let padded = out_channels.div_ceil(tile) * tile;
-        let mut packed = vec![0.0; padded * in_channels];
-        for o in 0..out_channels {
-            let (t, r) = (o / tile, o % tile);
-            for i in 0..in_channels {
-                packed[(t * in_channels + i) * tile + r] = weights[o * in_channels + i];
-            }
-        }
-        let mut padded_bias = bias.to_vec();
-        padded_bias.resize(padded, 0.0);
+        let (tile, packed, padded_bias) = pack_channel_tiles(weights, bias, in_channels, backend);
         Pointwise {
             in_channels,
             out_channels,
@@ -1763,6 +1749,33 @@ impl Pointwise {
             out[o * n + p] = if self.relu { acc.max(0.0) } else { acc };
         }
     }
+}
+
+/// Packs `[O][taps]` weights for the output-channel register tiles of [`Pointwise`] and
+/// [`ImageConv`]: the backend's tile height, the weights as `[tile][tap][r]` and the bias, both
+/// padded with zeros to whole tiles.
+fn pack_channel_tiles(
+    weights: &[f32],
+    bias: &[f32],
+    taps: usize,
+    backend: Backend,
+) -> (usize, Vec<f32>, Vec<f32>) {
+    let tile = if backend == Backend::Neon {
+        Pointwise::NARROW_TILE.0
+    } else {
+        Pointwise::WIDE_TILE.0
+    };
+    let out_channels = bias.len();
+    let padded = out_channels.div_ceil(tile) * tile;
+    let mut packed = vec![0.0; padded * taps];
+    for o in 0..out_channels {
+        for tap in 0..taps {
+            packed[((o / tile) * taps + tap) * tile + o % tile] = weights[o * taps + tap];
+        }
+    }
+    let mut padded_bias = bias.to_vec();
+    padded_bias.resize(padded, 0.0);
+    (tile, packed, padded_bias)
 }
 
 /// Safety: slices as asserted in [`Pointwise::run_image`]; `R` must be the op's tile.
@@ -2124,20 +2137,7 @@ impl ImageConv {
     ) -> ImageConv {
         let taps = in_channels * kernel * kernel;
         assert!(weights.len() == out_channels * taps && bias.len() == out_channels);
-        let tile = if backend == Backend::Neon {
-            Pointwise::NARROW_TILE.0
-        } else {
-            Pointwise::WIDE_TILE.0
-        };
-        let padded = out_channels.div_ceil(tile) * tile;
-        let mut packed = vec![0.0; padded * taps];
-        for o in 0..out_channels {
-            for tap in 0..taps {
-                packed[((o / tile) * taps + tap) * tile + o % tile] = weights[o * taps + tap];
-            }
-        }
-        let mut padded_bias = bias.to_vec();
-        padded_bias.resize(padded, 0.0);
+        let (tile, packed, padded_bias) = pack_channel_tiles(weights, bias, taps, backend);
         let mut op = ImageConv {
             in_channels,
             out_channels,
