@@ -192,9 +192,12 @@ vm_start=$SECONDS
 vm_rc=0
 : > "$results/console.log"   # exists before tail(1) below follows it
 # -display none keeps virtio-gpu's scanout headless; the guest's framebuffer is still real.
+# -nic none: the board needs no network, and qemu's default card would need its option ROM
+# (efi-virtio.rom, in ipxe-qemu, a package only recommended by qemu-system-arm, which is installed
+# here without recommends).
 # The PL061 trace records every level change of the GPIO outputs as the emulated hardware sees it.
 timeout -k 10 "$vm_timeout" qemu-system-aarch64 \
-  -M virt -cpu cortex-a72 -smp 2 -m 1536 -accel tcg,thread=multi \
+  -M virt -cpu cortex-a72 -smp 2 -m 1536 -accel tcg,thread=multi -nic none \
   -kernel "$vmlinuz" -initrd "$initrd" \
   -append "console=ttyAMA0 panic=-1 loglevel=4" \
   -display none -device "virtio-gpu-pci,xres=$w,yres=$h" \

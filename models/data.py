@@ -93,24 +93,28 @@ def hflip(x: torch.Tensor, lm: torch.Tensor | None = None):
 
 
 def augment(x: torch.Tensor, lm: torch.Tensor | None, gen: torch.Generator, rot_deg=15.0, shift=0.05, shear=0.05,
-            flip=True):
+            flip=True, scale=0.0):
     """The paper's augmentation on a batch: rotation +-rot_deg, shifts +-shift (fraction of size), shear +-shear,
-    random horizontal flip. The same affine is applied to the landmark targets ([0,1] crop coordinates), and a
-    flip re-indexes them with the 68-point left/right permutation. Border pixels are replicated."""
+    random horizontal flip; plus an optional zoom by a factor in [1-scale, 1+scale] (crop jitter: the runtime's
+    detector crops vary in scale, models/crop_calibration.json). The same affine is applied to the landmark
+    targets ([0,1] crop coordinates), and a flip re-indexes them with the 68-point left/right permutation.
+    Border pixels are replicated."""
     n = x.shape[0]
     r = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo
     a = r(-rot_deg, rot_deg) * math.pi / 180
     sh = r(-shear, shear)
     tx, ty = r(-shift, shift) * 2, r(-shift, shift) * 2  # [-1,1] coordinates span 2
     fl = (torch.rand(n, generator=gen) < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
-    # forward map (input -> output) M = R @ Sh @ Fl ; affine_grid needs the inverse (output -> input)
+    # drawn only when asked for, so the paper's recipe keeps its exact random stream
+    zoom = r(1 - scale, 1 + scale) if scale else torch.ones(n)
+    # forward map (input -> output) M = Z @ R @ Sh @ Fl ; affine_grid needs the inverse (output -> input)
     cos, sin = torch.cos(a), torch.sin(a)
     R = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
     Sh = torch.eye(2).repeat(n, 1, 1)
     Sh[:, 0, 1] = sh
     Fl = torch.eye(2).repeat(n, 1, 1)
     Fl[:, 0, 0] = torch.where(fl, -1.0, 1.0)
-    M = R @ Sh @ Fl
+    M = zoom.view(n, 1, 1) * (R @ Sh @ Fl)
     t = torch.stack([tx, ty], 1)
     Minv = torch.linalg.inv(M)
     theta = torch.cat([Minv, (-Minv @ t.unsqueeze(2))], 2)  # in = Minv @ (out - t)
@@ -127,3 +131,41 @@ def augment(x: torch.Tensor, lm: torch.Tensor | None, gen: torch.Generator, rot_
     if fl.any():
         lo[fl] = lo[fl][:, fm.FLIP68]
     return xo, lo
+
+
+def random_erase(x: torch.Tensor, gen: torch.Generator, p: float, area=(0.02, 0.25), aspect=(0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017) as synthetic occlusion (hands, masks, glasses): with probability p per
+    image, one rectangle of `area` fraction of the image and `aspect` ratio is filled with uniform noise in
+    [-1, 1]. Landmark targets stay where they are: the face under the occluder has not moved."""
+    if p <= 0:
+        return x
+    n, _, h, w = x.shape
+    r = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo
+    hit = torch.rand(n, generator=gen) < p
+    a = r(*area) * h * w
+    ar = torch.exp(r(math.log(aspect[0]), math.log(aspect[1])))
+    eh, ew = (a * ar).sqrt().clamp(max=h), (a / ar).sqrt().clamp(max=w)
+    y0, x0 = r(0, 1) * (h - eh), r(0, 1) * (w - ew)
+    ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1))
+              & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)) & hit.view(n, 1, 1))
+    noise = torch.rand((n, 1, h, w), generator=gen) * 2 - 1
+    inside = inside.unsqueeze(1).to(x.device)
+    return torch.where(inside, noise.to(device=x.device, dtype=x.dtype), x)
+
+
+def mapped_split(name: str, cache: Path, size: int, labels: list[str], exclude_fold: int | None = None,
+                 folds: int = 10, fold_seed: int = 0) -> dict:
+    """A cached split with its labels mapped onto `labels` by name (anger=angry, sadness=sad); images of
+    classes `labels` lacks (CK+ contempt) are dropped. exclude_fold drops one subject fold (CK+ names only),
+    so a cross-validation fold's test subjects never reach its training set."""
+    d = load_split(name, cache)
+    names_ = [str(c) for c in d["classes"]]
+    m = np.array([labels.index(fm.CK_TO_FER.get(c, c)) if fm.CK_TO_FER.get(c, c) in labels else -1 for c in names_])
+    y = m[d["labels"]]
+    keep = y >= 0
+    if exclude_fold is not None:
+        keep &= subject_folds(d["names"], folds, fold_seed) != exclude_fold
+    x = preprocessed(d, size, name, cache)
+    return {"x": x[keep], "y": y[keep], "landmarks": d["landmarks"][keep], "names": d["names"][keep],
+            "dropped": int((~keep).sum())}

@@ -72,12 +72,14 @@ def load_model(path, n_classes=None) -> tuple[fm.Ensemble, dict]:
     return m, ck
 
 
-def balanced_indices(labels: np.ndarray, n: int, gen: np.random.RandomState) -> np.ndarray:
-    """n indices drawn so that every class is equally likely (class-balanced batches)."""
+def balanced_indices(labels: np.ndarray, n: int, gen: np.random.RandomState, weight: np.ndarray | None = None) -> np.ndarray:
+    """n indices drawn so that every class is equally likely (class-balanced batches). Within a class, image i
+    is drawn in proportion to weight[i] (default equal): how a small posed set is oversampled next to FER2013."""
     classes = np.unique(labels)
+    weight = np.ones(len(labels)) if weight is None else np.asarray(weight, dtype=np.float64)
     w = np.zeros(len(labels))
     for c in classes:
-        w[labels == c] = 1.0 / (labels == c).sum() / len(classes)
+        w[labels == c] = weight[labels == c] / weight[labels == c].sum() / len(classes)
     return gen.choice(len(labels), n, replace=True, p=w / w.sum())
 
 
@@ -93,7 +95,7 @@ def predict(model, x: torch.Tensor, bs=256):
     dev = next(model.parameters()).device
     logits, lms = [], []
     for i in range(0, len(x), bs):
-        lg, lm = model(x[i:i + bs].to(dev))
+        lg, lm = model(fm.channels_last(x[i:i + bs].to(dev)))
         logits.append(lg.cpu())
         lms.append(lm.cpu())
     return torch.cat(logits), torch.cat(lms)
@@ -109,6 +111,7 @@ def accuracy_report(part_logits: torch.Tensor, y: np.ndarray):
 # ---------------------------------------------------------------- stage 1
 def stage1(args):
     dev = fm.pick_device()
+    precision = fm.pick_precision(args.precision, dev)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     d = D.load_split(args.train, args.cache)
@@ -126,7 +129,7 @@ def stage1(args):
         mean = lm.mean(0)
         for s, (_, a, b) in zip(model.subnets, fm.PARTS):
             s.lm_head[-1].bias.copy_(mean[a:b].reshape(-1))
-    model.to(dev)
+    model = fm.channels_last(model.to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(x) // args.batch
     total = steps_per_epoch * args.epochs
@@ -139,6 +142,7 @@ def stage1(args):
         print(f"resumed at step {step}/{total}")
     cfg = dict(_config(args), n_classes=7, widths=(16, 32, 64, 128), stage=1)
     t0 = time.time()
+    print(f"stage1: {len(x)} images, {precision}, channels_last, {torch.get_num_threads()} threads on {dev}", flush=True)
     pbar = tqdm(total=total, initial=step, desc="stage1", unit="step", mininterval=15)
     run_loss = 0.0
     while step < total:
@@ -146,11 +150,13 @@ def stage1(args):
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed + ep))
         gen = torch.Generator().manual_seed(args.seed * 1000 + step)
         model.train()
+        ep_t0, ep_start_step = time.time(), step
         for bi in range(step % steps_per_epoch, steps_per_epoch):
             idx = perm[bi * args.batch:(bi + 1) * args.batch].to(dev)
             xb, lb = D.augment(x[idx], lm[idx], gen)
-            _, pred = model(xb)
-            loss = part_lm_loss(pred, lb)
+            with fm.autocast(dev, precision):
+                _, pred = model(fm.channels_last(xb))
+            loss = part_lm_loss(pred.float(), lb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
@@ -167,7 +173,8 @@ def stage1(args):
         _, vp = predict(model, vx)
         model.train()
         per = {n: float((vp[:, a:b] - vlm[:, a:b]).abs().mean()) for n, a, b in fm.PARTS}
-        hist.append({"epoch": ep + 1, "step": step, "val_mae": per, "elapsed_s": time.time() - t0})
+        hist.append({"epoch": ep + 1, "step": step, "val_mae": per, "elapsed_s": time.time() - t0,
+                     "images_per_s": round((step - ep_start_step) * args.batch / (time.time() - ep_t0), 1)})
         print(json.dumps(hist[-1]))
         save(out / "last.pt", model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
              step=step, hist=hist, config=cfg)
@@ -183,7 +190,7 @@ def backbone_features(model: fm.Ensemble, x: torch.Tensor, bs=256, desc="feature
     dev = next(model.parameters()).device
     feats = []
     for i in tqdm(range(0, len(x), bs), desc=desc, unit="batch", mininterval=15):
-        xb = x[i:i + bs].to(dev)
+        xb = fm.channels_last(x[i:i + bs].to(dev))
         feats.append(torch.stack([s.backbone(xb) for s in model.subnets], 1).cpu())
     return torch.cat(feats)
 
@@ -245,7 +252,7 @@ def stage2(args):
     d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
     n_classes = len(d["classes"])  # 7 for FER2013; your own data may have another count
     model, ck = load_model(args.init, n_classes=n_classes)
-    model.to(fm.pick_device()).eval()
+    fm.channels_last(model.to(fm.pick_device())).eval()
     x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
     y, vy = d["labels"], vd["labels"]
@@ -270,15 +277,17 @@ def stage2(args):
 
 # ---------------------------------------------------------------- stage 3
 def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, eval_every=None, ckpt=None,
-             max_minutes=None, start_step=0, opt_state=None, desc="stage3"):
-    """Unfreeze everything; CE (per part, class-balanced batches) + lm_weight * landmark MAE; augmentation."""
+             max_minutes=None, start_step=0, opt_state=None, desc="stage3", precision="fp32", label_smoothing=0.0,
+             erase=0.0, scale_jitter=0.0, sample_weight=None):
+    """Unfreeze everything; CE (per part, class-balanced batches, optional label smoothing) + lm_weight *
+    landmark MAE; the paper's augmentation plus optional crop-scale jitter and random erasing."""
     dev = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     if opt_state:
         opt.load_state_dict(opt_state["opt"]); sched.load_state_dict(opt_state["sched"])
     rs = np.random.RandomState(seed)
-    idx_all = balanced_indices(y, steps * batch, rs)
+    idx_all = balanced_indices(y, steps * batch, rs, sample_weight)
     x, lm, yt = x.to(dev), lm.to(dev), torch.from_numpy(y).to(dev)
     t0 = time.time()
     best, hist = opt_state.get("best", -1) if opt_state else -1, opt_state.get("hist", []) if opt_state else []
@@ -287,10 +296,13 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
         model.train()
         gen = torch.Generator().manual_seed(seed * 100003 + step)
         b = torch.from_numpy(idx_all[step * batch:(step + 1) * batch]).to(dev)
-        xb, lb = D.augment(x[b], lm[b], gen)
-        logits, pred = model(xb)
-        yb = yt[b]
-        loss = sum(F.cross_entropy(logits[:, i], yb) for i in range(5)) + lm_weight * part_lm_loss(pred, lb)
+        xb, lb = D.augment(x[b], lm[b], gen, scale=scale_jitter)
+        xb = D.random_erase(xb, gen, erase)
+        with fm.autocast(dev, precision):
+            logits, pred = model(fm.channels_last(xb))
+        logits, pred, yb = logits.float(), pred.float(), yt[b]
+        loss = (sum(F.cross_entropy(logits[:, i], yb, label_smoothing=label_smoothing) for i in range(5))
+                + lm_weight * part_lm_loss(pred, lb))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
@@ -301,6 +313,7 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
             lg, vp = predict(model, val[0])
             rep = accuracy_report(lg, val[1])
             rep["lm_mae"] = float((vp - val[2]).abs().mean())
+            rep["images_per_s"] = round((done - start_step) * batch / (time.time() - t0), 1)
             hist.append({"step": done, **rep})
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in hist[-1].items()}))
             if rep["ensemble"] > best and ckpt:
@@ -315,19 +328,36 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
     return hist, best
 
 
+def training_set(args, labels: list[str]):
+    """The --train splits (comma-separated cache names) in one label space: the first split as it is (with
+    --limit), later ones mapped onto its labels by name (CK+ anger=angry, sadness=sad, contempt dropped) and
+    drawn --mix-weight times as often as a first-split image of the same class. --exclude-fold K drops the
+    subjects of CK+ fold K (of --folds), the cross-validation protocol (models/cv_ckplus.py)."""
+    xs, ys, lms, ws = [], [], [], []
+    for i, name in enumerate(args.train.split(",")):
+        excl = args.exclude_fold if (args.exclude_fold is not None and name.startswith("ckplus")) else None
+        s = D.mapped_split(name, args.cache, args.size, labels, exclude_fold=excl, folds=args.folds)
+        x, y, lm = s["x"], s["y"], s["landmarks"]
+        if i == 0 and args.limit:
+            sel = subset(len(x), args.limit)
+            x, y, lm = x[sel], y[sel], lm[sel]
+        print(f"training split {name}: {len(y)} images ({s['dropped']} dropped: unmapped classes or held-out fold)")
+        xs.append(x); ys.append(y); lms.append(lm)
+        ws.append(np.full(len(y), 1.0 if i == 0 else args.mix_weight))
+    return (D.to_tensor(np.concatenate(xs)), np.concatenate(ys), torch.from_numpy(np.concatenate(lms)),
+            np.concatenate(ws))
+
+
 def stage3(args):
     dev = fm.pick_device()
+    precision = fm.pick_precision(args.precision, dev)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, ck = load_model(args.init)
-    d, vd = D.load_split(args.train, args.cache), D.load_split(args.val, args.cache)
-    x = D.to_tensor(D.preprocessed(d, args.size, args.train, args.cache))
-    y, lm = d["labels"], torch.from_numpy(d["landmarks"])
-    if args.limit:
-        sel = subset(len(x), args.limit)
-        x, y, lm = x[torch.from_numpy(sel)], y[sel], lm[torch.from_numpy(sel)]
-    vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))
-    val = (vx, vd["labels"], torch.from_numpy(vd["landmarks"]))
+    labels = [str(c) for c in D.load_split(args.train.split(",")[0], args.cache)["classes"]]
+    x, y, lm, weight = training_set(args, labels)
+    vd = D.mapped_split(args.val, args.cache, args.size, labels)
+    val = (D.to_tensor(vd["x"]), vd["y"], torch.from_numpy(vd["landmarks"]))
     steps = args.epochs * len(y) // args.batch
     cfg = dict(ck["config"], stage=3, stage3=_config(args))
     start, ost = 0, None
@@ -336,7 +366,9 @@ def stage3(args):
         model.load_state_dict(r["model"]); start = r["step"]
         ost = {"opt": r["opt"], "sched": r["sched"], "best": r["best"], "hist": r["hist"]}
         print(f"resumed at step {start}/{steps}")
-    model.to(dev)
+    model = fm.channels_last(model.to(dev))
+    print(f"stage3: {len(y)} images, {steps} steps of {args.batch}, {precision}, channels_last, "
+          f"{torch.get_num_threads()} threads on {dev}", flush=True)
 
     def ckpt(kind, model, opt, sched, step, best, hist):
         save(out / f"{kind}.pt", model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step,
@@ -344,8 +376,11 @@ def stage3(args):
 
     t0 = time.time()
     hist, best = finetune(model, x, y, lm, steps, args.lr, args.batch, args.seed, args.lm_weight, val,
-                          args.eval_every, ckpt, args.max_minutes, start, ost)
-    (out / "history.json").write_text(json.dumps(hist, indent=1))
+                          args.eval_every, ckpt, args.max_minutes, start, ost, precision=precision,
+                          label_smoothing=args.label_smoothing, erase=args.erase, scale_jitter=args.scale_jitter,
+                          sample_weight=weight)
+    if hist and hist[-1]["step"] == steps:  # history.json marks a finished stage (models/recipe_v2.sh)
+        (out / "history.json").write_text(json.dumps(hist, indent=1))
     print(f"stage3 best public_test ensemble accuracy {best:.4f} ({time.time() - t0:.0f}s this run)")
 
 
@@ -368,11 +403,22 @@ def main():
         p.add_argument("--limit", type=int, default=0, help="use a fixed random subset of N training images (smoke tests, reduced protocols)")
         p.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this wall time (resumable)")
         p.add_argument("--ckpt-every", type=int, default=200)
+        p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="bf16 autocast (fp32 master weights) or fp32; auto: bf16 where the CPU (AVX512-BF16, "
+                            "AMX) or the GPU runs it natively, else fp32")
         if name != "stage1":
             p.add_argument("--init", required=True, help="checkpoint of the previous stage")
         if name == "stage3":
             p.add_argument("--lm-weight", type=float, default=1.0)
             p.add_argument("--eval-every", type=int, default=300)
+            p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
+            p.add_argument("--erase", type=float, default=0.0, help="random-erasing probability per image (occlusion)")
+            p.add_argument("--scale-jitter", type=float, default=0.0,
+                           help="crop zoom in [1-s, 1+s] (the runtime's detector-crop scale spread)")
+            p.add_argument("--mix-weight", type=float, default=1.0,
+                           help="sampling weight of an image of the 2nd.. --train split relative to the 1st")
+            p.add_argument("--exclude-fold", type=int, default=None, help="drop CK+ subject fold K (cross-validation)")
+            p.add_argument("--folds", type=int, default=10, help="CK+ subject folds for --exclude-fold")
     args = ap.parse_args()
     args.fn(args)
 
