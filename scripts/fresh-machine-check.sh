@@ -73,7 +73,7 @@ if ! command -v debootstrap >/dev/null; then
   apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
 fi
 mirror=$(grep -hoE '^(URIs:|deb) +[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-  awk '{print $2}' | grep -v security | head -1)
+  awk '{print $2}' | grep -v security | head -1 || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 
 if findmnt -rn -o TARGET | grep -q "^$root/"; then
