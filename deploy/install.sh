@@ -58,6 +58,12 @@ if [ -n "$board" ]; then
   echo "FERRITE_BOARD=$board" > "$root/etc/default/ferrite"
 fi
 [ -f "$here/../README.md" ] && install -D -m 0644 "$here/../README.md" "$root/usr/local/share/doc/ferrite/README.md"
+# The README links into docs/; without it the installed copy is a page of dead links.
+if [ -d "$here/../docs" ]; then
+  for doc in "$here"/../docs/*; do
+    install -D -m 0644 "$doc" "$root/usr/local/share/doc/ferrite/docs/$(basename "$doc")"
+  done
+fi
 
 if [ -n "$root" ]; then
   echo "install.sh: staged into $root (no user created, systemd not touched)"

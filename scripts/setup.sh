@@ -52,7 +52,7 @@ if [ "${1:-}" = "--dev" ]; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq libdlib-data >/dev/null
   fi
-  # Debian's mosquitto: the MQTT integration tests (tests/mqtt.rs) start it on loopback.
+  # Debian's mosquitto: the MQTT integration tests (tests/it/mqtt.rs) start it on loopback.
   if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     echo "setup: installing mosquitto and mosquitto-clients (apt; the MQTT tests' broker)"
     $sudo apt-get update -qq

@@ -15,8 +15,9 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::align::{self, CropGeometry};
+use crate::classify::{Classifier, ClassifySession, StageTimes};
 use crate::detect::Detector;
-use crate::ensemble::{Ensemble, EnsembleError, Session};
+use crate::ensemble::{Ensemble, EnsembleError};
 
 /// The bundled sample (scikit-image's public-domain astronaut), so a board can bench with no files.
 pub const SAMPLE_JPEG: &[u8] = include_bytes!("../assets/astronaut.jpg");
@@ -34,8 +35,12 @@ pub enum BenchError {
     Detect(#[from] crate::detect::DetectError),
     #[error(transparent)]
     Ensemble(#[from] EnsembleError),
+    #[error(transparent)]
+    Classify(#[from] crate::classify::ClassifyError),
     #[error("a benchmark worker thread panicked")]
     WorkerPanicked,
+    #[error("bench times detection too; drop --no-detect")]
+    NoDetector,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,9 +54,14 @@ pub struct StageStats {
     pub runs: usize,
 }
 
+/// The row of a pipeline run that times the whole frame (its frame rate is reported too).
+pub const WHOLE_FRAME: &str = "whole frame";
+/// The `--graphs-only` rows.
+pub const DETECT_GRAPH: &str = "detect graph";
+pub const ENSEMBLE_GRAPH: &str = "ensemble graph";
+
 /// Stage names of a pipeline run, in row order.
-pub const PIPELINE_STAGES: [&str; 5] =
-    ["decode", "detect", "crop+clahe", "ensemble", "whole frame"];
+pub const PIPELINE_STAGES: [&str; 5] = ["decode", "detect", "crop+clahe", "ensemble", WHOLE_FRAME];
 
 /// One [`run_threads`] result.
 #[derive(Debug, Clone, Serialize)]
@@ -94,73 +104,57 @@ fn decode(encoded: &[u8]) -> Result<RgbImage, BenchError> {
     Ok(image::load_from_memory(encoded)?.into_rgb8())
 }
 
-/// One frame through the chain; the ensemble runs once per detected face, as in `classify`.
-/// Returns the time of each stage in [`PIPELINE_STAGES`] order.
-fn frame(
-    encoded: &[u8],
-    detector: &Detector,
-    session: &mut Session<'_>,
-    crop: &CropGeometry,
-    size: u32,
-) -> Result<[Duration; 5], BenchError> {
+/// One frame through the production path ([`ClassifySession::classify_timed`], what `classify`
+/// runs): decode, then detect, crop and CLAHE, and the ensemble once per detected face. Returns
+/// the time of each stage in [`PIPELINE_STAGES`] order.
+fn frame(encoded: &[u8], session: &mut ClassifySession<'_>) -> Result<[Duration; 5], BenchError> {
     let total = Instant::now();
     let (rgb, decode_time) = time(|| decode(encoded));
     let rgb = rgb?;
-    let (faces, detect) = time(|| detector.detect(&rgb));
-    let faces = faces?;
+    let mut times = StageTimes::default();
+    let faces = session.classify_timed(&rgb, &mut times)?;
     if faces.is_empty() {
         return Err(BenchError::NoFace);
     }
-    // The frame's gray conversion is part of cropping: it exists only to feed the crops.
-    let (gray, mut crop_time) = time(|| align::rgb_to_gray(&rgb));
-    let mut model_time = Duration::ZERO;
-    for face in &faces {
-        let (prepared, t) = time(|| {
-            let cropped = align::crop_face(&gray, face, crop, size);
-            session.prepare(&cropped)
-        });
-        prepared?;
-        crop_time += t;
-        let (prediction, t) = time(|| session.run_prepared());
-        prediction?;
-        model_time += t;
-    }
-    Ok([decode_time, detect, crop_time, model_time, total.elapsed()])
+    Ok([
+        decode_time,
+        times.detect,
+        times.crop,
+        times.ensemble,
+        total.elapsed(),
+    ])
 }
 
 /// Runs every stage `warmup + runs` times on `encoded` (any format `image` decodes) with one
 /// thread and returns one row per stage, in [`PIPELINE_STAGES`] order.
 pub fn run(
     encoded: &[u8],
-    detector: &Detector,
-    ensemble: &Ensemble,
-    crop: &CropGeometry,
+    classifier: &Classifier,
     runs: usize,
     warmup: usize,
 ) -> Result<Vec<StageStats>, BenchError> {
-    run_threads(encoded, detector, ensemble, crop, runs, warmup, 1).map(|r| r.stages)
+    run_threads(encoded, classifier, runs, warmup, 1).map(|r| r.stages)
 }
 
 /// Like [`run`] with `threads` workers (at least one) processing frames concurrently, each with
-/// its own ensemble session (the detector is shared; it takes `&self`). Every worker runs
+/// its own session (the detector is shared; it takes `&self`). Every worker runs
 /// `warmup` untimed frames, waits for the others, then times `runs` frames; the statistics pool
 /// the frames of all workers.
 pub fn run_threads(
     encoded: &[u8],
-    detector: &Detector,
-    ensemble: &Ensemble,
-    crop: &CropGeometry,
+    classifier: &Classifier,
     runs: usize,
     warmup: usize,
     threads: usize,
 ) -> Result<PipelineRun, BenchError> {
+    if classifier.detector().is_none() {
+        return Err(BenchError::NoDetector);
+    }
     let runs = runs.max(1);
     let threads = threads.max(1);
-    let (width, height) = ensemble.input_size();
-    let size = width.max(height);
     // One untimed frame first, so that a faceless or undecodable image fails here rather
     // than in every worker.
-    frame(encoded, detector, &mut ensemble.session()?, crop, size)?;
+    frame(encoded, &mut classifier.session()?)?;
 
     // Workers always reach the start barrier, even after a failed warm-up, so that nobody
     // waits forever; `failed` then stops the timed loops early.
@@ -171,12 +165,12 @@ pub fn run_threads(
             .map(|_| {
                 let (start, failed) = (&start, &failed);
                 scope.spawn(move || -> Result<Vec<[Duration; 5]>, BenchError> {
-                    let warmed = ensemble
+                    let warmed = classifier
                         .session()
                         .map_err(BenchError::from)
                         .and_then(|mut s| {
                             for _ in 0..warmup {
-                                frame(encoded, detector, &mut s, crop, size)?;
+                                frame(encoded, &mut s)?;
                             }
                             Ok(s)
                         });
@@ -190,7 +184,7 @@ pub fn run_threads(
                         if failed.load(Ordering::Relaxed) {
                             break;
                         }
-                        match frame(encoded, detector, &mut session, crop, size) {
+                        match frame(encoded, &mut session) {
                             Ok(t) => times.push(t),
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
@@ -319,6 +313,19 @@ pub enum Graphs {
     Ensemble,
 }
 
+impl std::str::FromStr for Graphs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "both" => Ok(Graphs::Both),
+            "detector" => Ok(Graphs::Detector),
+            "ensemble" => Ok(Graphs::Ensemble),
+            other => Err(format!("expected both, detector or ensemble, not {other:?}")),
+        }
+    }
+}
+
 impl Graphs {
     pub fn detector(self) -> bool {
         self != Graphs::Ensemble
@@ -352,7 +359,7 @@ pub fn run_graphs(
                 detect.push(t);
             }
         }
-        rows.push(stats("detect graph", detect));
+        rows.push(stats(DETECT_GRAPH, detect));
     }
     if which.ensemble() {
         let mut session = ensemble.session()?;
@@ -366,7 +373,7 @@ pub fn run_graphs(
                 model.push(t);
             }
         }
-        rows.push(stats("ensemble graph", model));
+        rows.push(stats(ENSEMBLE_GRAPH, model));
     }
     Ok(rows)
 }
@@ -420,15 +427,8 @@ mod tests {
     fn reports_every_stage_with_ordered_percentiles() {
         let ensemble = fixture_ensemble();
         let detector = Detector::new(DetectorConfig::default()).unwrap();
-        let rows = run(
-            SAMPLE_JPEG,
-            &detector,
-            &ensemble,
-            &CropGeometry::default(),
-            3,
-            1,
-        )
-        .unwrap();
+        let classifier = Classifier::new(Some(detector), ensemble, CropGeometry::default());
+        let rows = run(SAMPLE_JPEG, &classifier, 3, 1).unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.stage).collect();
         assert_eq!(
             names,
@@ -453,43 +453,33 @@ mod tests {
         image::RgbImage::from_pixel(64, 64, image::Rgb([90, 90, 90]))
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let err = run(&png, &detector, &ensemble, &CropGeometry::default(), 1, 0).unwrap_err();
+        let err = graph_inputs(&png, &detector, &ensemble, &CropGeometry::default()).unwrap_err();
+        assert!(matches!(err, BenchError::NoFace));
+        let classifier = Classifier::new(Some(detector), ensemble, CropGeometry::default());
+        let err = run(&png, &classifier, 1, 0).unwrap_err();
         assert!(matches!(err, BenchError::NoFace));
         for threads in [1, 3] {
-            let err = run_threads(
-                &png,
-                &detector,
-                &ensemble,
-                &CropGeometry::default(),
-                2,
-                1,
-                threads,
-            )
-            .unwrap_err();
+            let err = run_threads(&png, &classifier, 2, 1, threads).unwrap_err();
             assert!(
                 matches!(err, BenchError::NoFace),
                 "{threads} threads: {err}"
             );
         }
-        let err = graph_inputs(&png, &detector, &ensemble, &CropGeometry::default()).unwrap_err();
-        assert!(matches!(err, BenchError::NoFace));
+    }
+
+    #[test]
+    fn bench_needs_a_detector() {
+        let classifier = Classifier::new(None, fixture_ensemble(), CropGeometry::default());
+        let err = run(SAMPLE_JPEG, &classifier, 1, 0).unwrap_err();
+        assert!(matches!(err, BenchError::NoDetector), "{err}");
     }
 
     #[test]
     fn threaded_runs_pool_every_workers_frames() {
-        let ensemble = fixture_ensemble();
         let detector = Detector::new(DetectorConfig::default()).unwrap();
+        let classifier = Classifier::new(Some(detector), fixture_ensemble(), CropGeometry::default());
         for threads in [1, 2, 3] {
-            let r = run_threads(
-                SAMPLE_JPEG,
-                &detector,
-                &ensemble,
-                &CropGeometry::default(),
-                4,
-                1,
-                threads,
-            )
-            .unwrap();
+            let r = run_threads(SAMPLE_JPEG, &classifier, 4, 1, threads).unwrap();
             assert_eq!(r.threads, threads);
             let names: Vec<&str> = r.stages.iter().map(|s| s.stage).collect();
             assert_eq!(names, PIPELINE_STAGES);
@@ -500,16 +490,7 @@ mod tests {
             assert!(r.frames_per_s.is_finite() && r.frames_per_s > 0.0, "{r:?}");
         }
         // Zero threads or runs mean one.
-        let r = run_threads(
-            SAMPLE_JPEG,
-            &detector,
-            &ensemble,
-            &CropGeometry::default(),
-            0,
-            0,
-            0,
-        )
-        .unwrap();
+        let r = run_threads(SAMPLE_JPEG, &classifier, 0, 0, 0).unwrap();
         assert_eq!((r.threads, r.stages[0].runs), (1, 1));
     }
 

@@ -144,7 +144,8 @@ mod tests {
         let g = found.geometry;
         // BlazeFace draws a larger box on a tight crop than on the full frame (it loses the hair
         // and shoulders around the face): on this image the recovered scale is ~8% low. The
-        // README states this bias; the bound keeps it from growing unnoticed.
+        // docs/models.md ("Crop calibration") states this bias; the bound keeps it from growing
+        // unnoticed.
         assert!(g.scale <= truth.scale + 0.05, "{g:?}");
         assert!(g.scale >= truth.scale * 0.88, "{g:?}");
         assert!((g.shift_x - truth.shift_x).abs() < 0.05, "{g:?}");

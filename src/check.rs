@@ -7,7 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::capture::{self, PixelFormat};
+use crate::classify::ClassifierOptions;
 use crate::config::Config;
+use crate::ensemble::Ensemble;
+use crate::models;
 use crate::display::DisplayConfig;
 use crate::gpio;
 
@@ -16,6 +19,19 @@ pub struct CheckItem {
     pub what: String,
     pub ok: bool,
     pub detail: String,
+}
+
+/// Loads the configured expression model in the configured precision.
+pub fn check_model(config: &Config) -> CheckItem {
+    let options = ClassifierOptions::from_config(&config.model);
+    let loaded = models::resolve(&options.model)
+        .map_err(|e| e.to_string())
+        .and_then(|source| {
+            Ensemble::load_with(&source, options.precision)
+                .map(|_| "loads".to_string())
+                .map_err(|e| e.to_string())
+        });
+    item(format!("model {}", options.model), loaded)
 }
 
 fn item(what: impl Into<String>, result: Result<String, String>) -> CheckItem {
@@ -30,9 +46,10 @@ fn item(what: impl Into<String>, result: Result<String, String>) -> CheckItem {
     }
 }
 
-/// Every check that applies to `config`, in pipeline order.
+/// Every check that applies to `config`, in pipeline order: the model first (it is loaded, so a
+/// corrupt or tampered file fails here), then the board and its devices.
 pub fn check(config: &Config) -> Vec<CheckItem> {
-    let mut items = Vec::new();
+    let mut items = vec![check_model(config)];
     if let Some(board) = &config.board {
         items.push(item(
             format!("board {}", board.name),
@@ -238,16 +255,19 @@ mod tests {
         .unwrap();
         let items = check(&config);
         let whats: Vec<&str> = items.iter().map(|i| i.what.as_str()).collect();
+        let model = format!("model {}", models::DEFAULT_MODEL);
         assert_eq!(
             whats,
             [
+                model.as_str(),
                 "camera /dev/video99",
                 "display i2c /dev/i2c-99",
                 "gpio no-such-chip"
             ]
         );
-        assert!(items.iter().all(|i| !i.ok), "{items:?}");
-        assert!(items[0].detail.contains("no such device"), "{items:?}");
+        assert!(items[0].ok, "the bundled model loads: {items:?}");
+        assert!(items[1..].iter().all(|i| !i.ok), "{items:?}");
+        assert!(items[1].detail.contains("no such device"), "{items:?}");
     }
 
     #[test]
@@ -260,6 +280,15 @@ mod tests {
         );
         let items = check(&Config::from_toml(&text, "t").unwrap());
         assert!(items.iter().all(|i| i.ok), "{items:?}");
+    }
+
+    #[test]
+    fn a_model_that_does_not_resolve_fails() {
+        let config = Config::from_toml("[model]\nname = \"no-such-model\"\n", "t").unwrap();
+        let item = check_model(&config);
+        assert!(!item.ok);
+        assert_eq!(item.what, "model no-such-model");
+        assert!(item.detail.contains("no bundled model"), "{}", item.detail);
     }
 
     #[test]

@@ -9,9 +9,13 @@ use image::{GrayImage, RgbImage};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use std::path::PathBuf;
+
 use crate::align::{self, CropGeometry, CropTransform};
-use crate::detect::{BBox, DetectError, Detector, Face, Point};
-use crate::ensemble::{Ensemble, EnsembleError, Prediction, Session};
+use crate::config::ModelConfig;
+use crate::detect::{BBox, DetectError, Detector, DetectorConfig, DetectorModel, Face, Point};
+use crate::ensemble::{Ensemble, EnsembleError, Precision, Prediction, Session};
+use crate::models::{self, ModelError, ModelSource, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
@@ -19,6 +23,121 @@ pub enum ClassifyError {
     Detect(#[from] DetectError),
     #[error(transparent)]
     Ensemble(#[from] EnsembleError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("model {0} is a test fixture with random weights, not an expression classifier")]
+    TestFixture(String),
+}
+
+/// Everything that chooses and configures the detector and the expression model: what the
+/// command line's model options and the config file's `[model]` section describe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierOptions {
+    /// A bundled model name or a model directory.
+    pub model: String,
+    pub precision: Precision,
+    pub detector: DetectorModel,
+    /// A BlazeFace ONNX file to use instead of the bundled one of `detector`.
+    pub detector_file: Option<PathBuf>,
+    pub min_face: Option<f32>,
+    pub max_faces: Option<usize>,
+    pub score_threshold: Option<f32>,
+    /// Every image is one already-cropped face: no detector.
+    pub no_detect: bool,
+    /// Crop side as a multiple of the detector's box, over the model's calibrated value.
+    pub crop_scale: Option<f32>,
+    /// Run `model` as named, never a faster sibling ([`prefer_faster_format`]).
+    pub keep_model: bool,
+    /// Accept a model whose manifest says it is a test fixture.
+    pub allow_test_fixture: bool,
+}
+
+impl Default for ClassifierOptions {
+    fn default() -> Self {
+        ClassifierOptions::from_config(&ModelConfig::default())
+    }
+}
+
+impl ClassifierOptions {
+    /// The options a `[model]` section describes, defaults where it is silent.
+    pub fn from_config(config: &ModelConfig) -> Self {
+        ClassifierOptions {
+            model: config
+                .name
+                .clone()
+                .unwrap_or_else(|| models::DEFAULT_MODEL.to_string()),
+            precision: config.precision.unwrap_or_default(),
+            detector: config.detector.unwrap_or_default(),
+            detector_file: None,
+            min_face: None,
+            max_faces: None,
+            score_threshold: None,
+            no_detect: false,
+            crop_scale: None,
+            keep_model: config.keep.unwrap_or(false),
+            allow_test_fixture: false,
+        }
+    }
+
+    fn detector_config(&self) -> DetectorConfig {
+        let mut config = DetectorConfig::for_model(self.detector);
+        if let Some(v) = self.min_face {
+            config.min_face_size = v;
+        }
+        if let Some(v) = self.max_faces {
+            config.max_faces = v;
+        }
+        if let Some(v) = self.score_threshold {
+            config.score_threshold = v;
+        }
+        config
+    }
+}
+
+/// The precision to load a model in: f16 only where the CPU has FP16 arithmetic. A board
+/// profile's f16 tried on a desktop or an older board would run thousands of times slower than the
+/// stored model, so it falls back (and the caller says so).
+pub fn effective_precision(requested: Precision, native_f16: bool) -> Precision {
+    if requested == Precision::F16 && !native_f16 {
+        Precision::Stored
+    } else {
+        requested
+    }
+}
+
+/// A bundled int8 model is timed against its fp32 sibling, and the sibling runs instead where it
+/// is clearly faster on this CPU (docs/performance.md: tract's int8 path on x86_64). The float
+/// model is never less accurate, so the only cost of the switch is memory.
+pub fn prefer_faster_format(
+    source: ModelSource,
+    ensemble: Ensemble,
+) -> Result<(ModelSource, Ensemble), EnsembleError> {
+    let Some(sibling) = models::float_sibling(&source) else {
+        return Ok((source, ensemble));
+    };
+    let float = Ensemble::load(&sibling)?;
+    const RUNS: usize = 5;
+    let int8_time = ensemble.median_pass(RUNS)?;
+    let float_time = float.median_pass(RUNS)?;
+    let (int8_name, float_name) = (&source.manifest.name, &sibling.manifest.name);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if crate::ensemble::float_is_faster(int8_time, float_time) {
+        log::warn!(
+            "measured at start-up: {int8_name} {:.2} ms per face, {float_name} {:.2} ms on this \
+             CPU; running {float_name} (--keep-model runs {int8_name} anyway)",
+            ms(int8_time),
+            ms(float_time)
+        );
+        Ok((sibling, float))
+    } else {
+        log::info!(
+            "measured at start-up: {int8_name} {:.2} ms per face, {float_name} {:.2} ms on this \
+             CPU; keeping {int8_name}",
+            ms(int8_time),
+            ms(float_time)
+        );
+        Ok((source, ensemble))
+    }
 }
 
 /// The assembled still-image pipeline. `detector: None` means every image is one face that is
@@ -32,6 +151,44 @@ pub struct Classifier {
 }
 
 impl Classifier {
+    /// Loads the model and the detector that `options` name, with the start-up decisions: a test
+    /// fixture is refused unless allowed, f16 falls back where the CPU lacks it, and a bundled int8
+    /// model yields to its faster float sibling unless `keep_model`.
+    pub fn build(options: &ClassifierOptions) -> Result<Classifier, ClassifyError> {
+        let source = models::resolve(&options.model)?;
+        if source.manifest.purpose == Purpose::TestFixture && !options.allow_test_fixture {
+            return Err(ClassifyError::TestFixture(source.origin.clone()));
+        }
+        let precision = effective_precision(options.precision, crate::ensemble::native_f16());
+        if precision != options.precision {
+            log::warn!(
+                "precision f16: this CPU has no FP16 arithmetic (tract would emulate it, thousands \
+                 of times slower); running {} as stored",
+                source.manifest.name
+            );
+        }
+        let ensemble = Ensemble::load_with(&source, precision)?;
+        let (source, ensemble) = if options.keep_model {
+            (source, ensemble)
+        } else {
+            prefer_faster_format(source, ensemble)?
+        };
+        let mut crop = source.manifest.crop_geometry();
+        if let Some(scale) = options.crop_scale {
+            crop.scale = scale;
+        }
+        let detector = if options.no_detect {
+            None
+        } else {
+            let config = options.detector_config();
+            Some(match &options.detector_file {
+                Some(path) => Detector::from_onnx_file(path, config)?,
+                None => Detector::new(config)?,
+            })
+        };
+        Ok(Classifier::new(detector, ensemble, crop))
+    }
+
     pub fn new(detector: Option<Detector>, ensemble: Ensemble, crop: CropGeometry) -> Self {
         Classifier {
             detector,
@@ -72,29 +229,34 @@ pub struct ClassifySession<'a> {
 
 impl ClassifySession<'_> {
     pub fn classify(&mut self, image: &RgbImage) -> Result<Vec<FaceResult>, ClassifyError> {
+        self.classify_timed(image, &mut StageTimes::default())
+    }
+
+    /// [`ClassifySession::classify`], with the time of each stage added to `times`: `ferrite
+    /// bench` times this very path. The frame's gray conversion counts as cropping (it exists
+    /// only to feed the crops); the detector sees the colour image.
+    pub fn classify_timed(
+        &mut self,
+        image: &RgbImage,
+        times: &mut StageTimes,
+    ) -> Result<Vec<FaceResult>, ClassifyError> {
+        let start = Instant::now();
         let gray = align::rgb_to_gray(image);
-        let Some(detector) = &self.classifier.detector else {
-            let whole = whole_image_face(&gray);
-            let geometry = CropGeometry {
-                scale: 1.0,
-                shift_x: 0.0,
-                shift_y: 0.0,
-                rotate: false,
-            };
-            align::crop_face_into(&gray, &whole, &geometry, &mut self.crop);
-            let prediction = self.model.predict(&self.crop)?;
-            let transform = CropTransform::new(&whole, &geometry);
-            return Ok(vec![self.result(0, &whole, None, &transform, prediction)]);
+        times.crop += start.elapsed();
+        let found = match &self.classifier.detector {
+            Some(detector) => {
+                let start = Instant::now();
+                let faces = detector.detect(image)?;
+                times.detect += start.elapsed();
+                Some(faces)
+            }
+            None => None,
         };
-        let faces = detector.detect(image)?;
-        let mut results = Vec::with_capacity(faces.len());
-        for (index, face) in faces.iter().enumerate() {
-            align::crop_face_into(&gray, face, &self.classifier.crop, &mut self.crop);
-            let prediction = self.model.predict(&self.crop)?;
-            let transform = CropTransform::new(face, &self.classifier.crop);
-            results.push(self.result(index, face, Some(face.score), &transform, prediction));
-        }
-        Ok(results)
+        let results = match found {
+            Some(faces) => self.classify_faces(&gray, faces, self.classifier.crop, true, times)?,
+            None => self.classify_whole(&gray, times)?,
+        };
+        Ok(results.into_iter().map(|(_, result)| result).collect())
     }
 
     /// Faces in a gray frame (the live pipeline's input). `faces: None` runs the detector, on
@@ -108,32 +270,52 @@ impl ClassifySession<'_> {
         faces: Option<&[Face]>,
         times: &mut StageTimes,
     ) -> Result<Vec<(Face, FaceResult)>, ClassifyError> {
-        let (faces, geometry, detected) = match (faces, &self.classifier.detector) {
-            (Some(faces), _) => (faces.to_vec(), self.classifier.crop, false),
+        let geometry = self.classifier.crop;
+        match (faces, &self.classifier.detector) {
+            (Some(faces), _) => self.classify_faces(gray, faces.to_vec(), geometry, false, times),
             (None, Some(detector)) => {
                 let start = Instant::now();
                 let found = detector.detect_gray(gray)?;
                 times.detect += start.elapsed();
-                (found, self.classifier.crop, true)
+                self.classify_faces(gray, found, geometry, true, times)
             }
-            (None, None) => (
-                vec![whole_image_face(gray)],
-                CropGeometry {
-                    scale: 1.0,
-                    shift_x: 0.0,
-                    shift_y: 0.0,
-                    rotate: false,
-                },
-                false,
-            ),
+            (None, None) => self.classify_whole(gray, times),
+        }
+    }
+
+    /// Without a detector the whole image is the face, taken as it is: no margin, no levelling.
+    fn classify_whole(
+        &mut self,
+        gray: &GrayImage,
+        times: &mut StageTimes,
+    ) -> Result<Vec<(Face, FaceResult)>, ClassifyError> {
+        let geometry = CropGeometry {
+            scale: 1.0,
+            shift_x: 0.0,
+            shift_y: 0.0,
+            rotate: false,
         };
+        self.classify_faces(gray, vec![whole_image_face(gray)], geometry, false, times)
+    }
+
+    /// The one crop -> CLAHE -> ensemble loop every entry point runs. Cropping, CLAHE and
+    /// normalisation count as `crop`, the graph run as `ensemble`.
+    fn classify_faces(
+        &mut self,
+        gray: &GrayImage,
+        faces: Vec<Face>,
+        geometry: CropGeometry,
+        detected: bool,
+        times: &mut StageTimes,
+    ) -> Result<Vec<(Face, FaceResult)>, ClassifyError> {
         let mut results = Vec::with_capacity(faces.len());
         for (index, face) in faces.into_iter().enumerate() {
             let start = Instant::now();
             align::crop_face_into(gray, &face, &geometry, &mut self.crop);
+            self.model.prepare(&self.crop)?;
             times.crop += start.elapsed();
             let start = Instant::now();
-            let prediction = self.model.predict(&self.crop)?;
+            let prediction = self.model.run_prepared()?;
             times.ensemble += start.elapsed();
             let transform = CropTransform::new(&face, &geometry);
             let score = detected.then_some(face.score);
@@ -275,6 +457,65 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ensemble");
         let ensemble = Ensemble::load(&models::from_path(&dir).unwrap()).unwrap();
         Classifier::new(None, ensemble, CropGeometry::default())
+    }
+
+    #[test]
+    fn build_refuses_a_test_fixture_unless_allowed() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ensemble");
+        let mut options = ClassifierOptions {
+            model: dir.display().to_string(),
+            no_detect: true,
+            ..ClassifierOptions::default()
+        };
+        let err = Classifier::build(&options).expect_err("a fixture is refused");
+        assert!(matches!(err, ClassifyError::TestFixture(_)), "{err}");
+        options.allow_test_fixture = true;
+        let classifier = Classifier::build(&options).expect("allowed");
+        assert!(classifier.detector().is_none());
+    }
+
+    #[test]
+    fn build_applies_detector_and_crop_options() {
+        let options = ClassifierOptions {
+            detector: DetectorModel::Long,
+            score_threshold: Some(0.42),
+            max_faces: Some(3),
+            crop_scale: Some(1.5),
+            keep_model: true,
+            ..ClassifierOptions::default()
+        };
+        let classifier = Classifier::build(&options).expect("bundled default model");
+        let detector = classifier.detector().expect("detector");
+        assert_eq!(detector.config().model, DetectorModel::Long);
+        assert_eq!(detector.config().score_threshold, 0.42);
+        assert_eq!(detector.config().max_faces, 3);
+        assert_eq!(classifier.crop().scale, 1.5);
+    }
+
+    #[test]
+    fn options_follow_the_model_section() {
+        let config = ModelConfig {
+            name: Some("fer2013-48-int8".into()),
+            detector: Some(DetectorModel::Long),
+            precision: Some(Precision::F16),
+            keep: Some(true),
+        };
+        let options = ClassifierOptions::from_config(&config);
+        assert_eq!(options.model, "fer2013-48-int8");
+        assert_eq!(options.detector, DetectorModel::Long);
+        assert_eq!(options.precision, Precision::F16);
+        assert!(options.keep_model);
+        let defaults = ClassifierOptions::default();
+        assert_eq!(defaults.model, models::DEFAULT_MODEL);
+        assert_eq!(defaults.detector, DetectorModel::Short);
+        assert!(!defaults.keep_model);
+    }
+
+    #[test]
+    fn f16_falls_back_only_without_native_f16() {
+        assert_eq!(effective_precision(Precision::F16, false), Precision::Stored);
+        assert_eq!(effective_precision(Precision::F16, true), Precision::F16);
+        assert_eq!(effective_precision(Precision::Stored, false), Precision::Stored);
     }
 
     #[test]

@@ -56,13 +56,117 @@ pub struct ModelConfig {
     /// bundled default for this CPU.
     pub name: Option<String>,
     /// `short` (faces within ~2 m, 128x128 input) or `long` (full-range, 256x256). Default short.
-    pub detector: Option<String>,
+    pub detector: Option<crate::detect::DetectorModel>,
     /// `stored` (the model file's own arithmetic) or `f16` (a float model halved at load time).
     /// Default stored.
     pub precision: Option<crate::ensemble::Precision>,
     /// true: run `name` exactly as named. Default false: a bundled int8 model is timed against its
     /// fp32 sibling at start-up and the sibling runs where it is more than 1.2x faster.
     pub keep: Option<bool>,
+}
+
+/// What the command line sets over the board profile and the config file: the third layer.
+/// `None` (or `false`) leaves the layered value as it is; a set flag always wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub input: Option<String>,
+    pub size: Option<crate::capture::Size>,
+    pub fps: Option<f64>,
+    pub looping: bool,
+    pub model: Option<String>,
+    pub precision: Option<crate::ensemble::Precision>,
+    pub keep_model: Option<bool>,
+    pub detector: Option<crate::detect::DetectorModel>,
+    pub detect_every: Option<u32>,
+    pub max_frames: Option<u64>,
+    pub min_hits: Option<u32>,
+    pub max_misses: Option<u32>,
+    pub smoothing: Option<f32>,
+    pub switch_margin: Option<f32>,
+    pub switch_frames: Option<u32>,
+    pub json_path: Option<PathBuf>,
+    pub no_json: bool,
+    pub json_state: bool,
+    pub mqtt: MqttOverrides,
+    pub display: Option<DisplayConfig>,
+}
+
+/// The MQTT flags of [`Overrides`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MqttOverrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub client_id: Option<String>,
+    pub base_topic: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub homeassistant: bool,
+}
+
+fn set<T>(value: &mut T, flag: &Option<T>)
+where
+    T: Clone,
+{
+    if let Some(v) = flag {
+        *value = v.clone();
+    }
+}
+
+fn set_some<T: Clone>(value: &mut Option<T>, flag: &Option<T>) {
+    if flag.is_some() {
+        value.clone_from(flag);
+    }
+}
+
+impl Overrides {
+    /// Writes the set flags into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        let camera = &mut config.camera;
+        set(&mut camera.device, &self.input);
+        set(&mut camera.size, &self.size);
+        set_some(&mut camera.fps, &self.fps);
+        camera.looping |= self.looping;
+
+        let model = &mut config.model;
+        set_some(&mut model.name, &self.model);
+        set_some(&mut model.precision, &self.precision);
+        set_some(&mut model.keep, &self.keep_model);
+        set_some(&mut model.detector, &self.detector);
+
+        set(&mut config.pipeline.detect_every, &self.detect_every);
+        set_some(&mut config.pipeline.max_frames, &self.max_frames);
+
+        let tracker = &mut config.tracker;
+        set(&mut tracker.min_hits, &self.min_hits);
+        set(&mut tracker.max_misses, &self.max_misses);
+        set(&mut tracker.smoothing, &self.smoothing);
+        set(&mut tracker.switch_margin, &self.switch_margin);
+        set(&mut tracker.switch_frames, &self.switch_frames);
+
+        let json = &mut config.json;
+        json.enabled &= !self.no_json;
+        set_some(&mut json.path, &self.json_path);
+        json.state |= self.json_state;
+
+        let (mqtt, flags) = (&mut config.mqtt, &self.mqtt);
+        set_some(&mut mqtt.host, &flags.host);
+        set_some(&mut mqtt.port, &flags.port);
+        set_some(&mut mqtt.client_id, &flags.client_id);
+        set_some(&mut mqtt.base_topic, &flags.base_topic);
+        set_some(&mut mqtt.username, &flags.username);
+        set_some(&mut mqtt.password_file, &flags.password_file);
+        set_some(&mut mqtt.ca_file, &flags.ca_file);
+        set_some(&mut mqtt.client_cert, &flags.client_cert);
+        set_some(&mut mqtt.client_key, &flags.client_key);
+        mqtt.tls |= flags.tls;
+        mqtt.homeassistant |= flags.homeassistant;
+
+        set_some(&mut config.display, &self.display);
+    }
 }
 
 /// The board profiles in boards/, embedded so `--board` works with the binary alone.
@@ -88,6 +192,8 @@ pub enum ConfigError {
     },
     #[error("unknown board {0:?}; known boards: {1}")]
     UnknownBoard(String, String),
+    #[error(transparent)]
+    Tracker(crate::track::TrackerConfigError),
     #[error("{origin}:{line}:{column}: {message}")]
     Parse {
         origin: String,
@@ -134,6 +240,19 @@ impl Config {
             message: e.to_string(),
         })?;
         Config::from_toml(&text, "merged configuration")
+    }
+
+    /// All three layers: the board profile, the user's file over it, the command line's flags
+    /// over both; then the tracker settings are checked as a whole.
+    pub fn resolve(
+        board: Option<&str>,
+        user: Option<&Path>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::layered(board, user)?;
+        flags.apply(&mut config);
+        config.tracker.validate().map_err(ConfigError::Tracker)?;
+        Ok(config)
     }
 
     /// Parses TOML text; `origin` names it in errors (a path, or "<string>").
@@ -236,6 +355,7 @@ fn key_offset(text: &str, message: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::DetectorModel;
     use crate::display::{DisplayConfig, TftConfig};
 
     #[test]
@@ -270,6 +390,70 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{driver}: {e}"));
             assert!(config.display.is_some(), "{driver}");
         }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_board() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            "[camera]\ndevice = \"/dev/video2\"\nfps = 10\n[model]\ndetector = \"long\"\n\
+             [tracker]\nmin_hits = 5\n[mqtt]\nhost = \"broker\"\nport = 1884\n",
+        )
+        .expect("write");
+        // The file alone over the board.
+        let layered = Config::resolve(Some("rpi5"), Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(layered.camera.device, "/dev/video2");
+        assert_eq!(layered.camera.fps, Some(10.0));
+        assert_eq!(layered.model.detector, Some(DetectorModel::Long));
+        assert_eq!(layered.tracker.min_hits, 5);
+        assert_eq!(layered.mqtt.port, Some(1884));
+        assert!(layered.json.enabled);
+        // Flags over both; what they leave unset keeps the file's value.
+        let flags = Overrides {
+            input: Some("clip.y4m".into()),
+            detector: Some(DetectorModel::Short),
+            min_hits: Some(2),
+            no_json: true,
+            mqtt: MqttOverrides {
+                port: Some(8883),
+                tls: true,
+                ..MqttOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        let config = Config::resolve(Some("rpi5"), Some(&file), &flags).unwrap();
+        assert_eq!(config.camera.device, "clip.y4m");
+        assert_eq!(config.camera.fps, Some(10.0));
+        assert_eq!(config.model.detector, Some(DetectorModel::Short));
+        assert_eq!(config.tracker.min_hits, 2);
+        assert_eq!(config.mqtt.host.as_deref(), Some("broker"));
+        assert_eq!(config.mqtt.port, Some(8883));
+        assert!(config.mqtt.tls);
+        assert!(!config.json.enabled);
+        // The board's own facts survive every layer.
+        assert_eq!(config.board.map(|b| b.name), Some("rpi5".to_string()));
+    }
+
+    #[test]
+    fn an_invalid_tracker_flag_is_an_error() {
+        let flags = Overrides {
+            smoothing: Some(0.0),
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            Config::resolve(None, None, &flags),
+            Err(ConfigError::Tracker(_))
+        ));
+    }
+
+    #[test]
+    fn the_detector_key_takes_only_known_models() {
+        let config = Config::from_toml("[model]\ndetector = \"long\"\n", "x").unwrap();
+        assert_eq!(config.model.detector, Some(DetectorModel::Long));
+        let err = Config::from_toml("[model]\ndetector = \"medium\"\n", "x").unwrap_err();
+        assert!(err.to_string().contains("medium"), "{err}");
     }
 
     #[test]

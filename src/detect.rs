@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
-use crate::direct_conv::{self, Backend, ConvKernels};
+use crate::kernels::{Backend, ConvKernels};
 
 /// Embedded folded graphs (see `models/blazeface/fetch.py`).
 const SHORT_ONNX: &[u8] = include_bytes!("../models/blazeface/blazeface_short_128.onnx");
@@ -42,7 +42,30 @@ pub enum DetectorModel {
     Long,
 }
 
+impl std::str::FromStr for DetectorModel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "short" => Ok(DetectorModel::Short),
+            "long" => Ok(DetectorModel::Long),
+            other => Err(format!("detector must be \"short\" or \"long\", not {other:?}")),
+        }
+    }
+}
+
 impl DetectorModel {
+    /// Every model, in the order the command line lists them.
+    pub const ALL: [DetectorModel; 2] = [DetectorModel::Short, DetectorModel::Long];
+
+    /// The name used on the command line, in config files and in `bench` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorModel::Short => "short",
+            DetectorModel::Long => "long",
+        }
+    }
+
     /// The default minimum score. Above every faceless image's best score, as low as that
     /// allows: cameras give the detector gray frames (Y of YUYV, no colour conversion), where
     /// faces score lower than in colour (the astronaut in a 640x480 frame: 0.68 gray, 0.87 colour).
@@ -660,8 +683,9 @@ impl Detector {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(shape_err)?;
-        let kernels = direct_conv::rewrite(&mut typed, kernels, direct_conv::replace_detector_ops)
-            .map_err(|e| load_err(format!("{e:#}")))?;
+        let kernels =
+            crate::kernels::rewrite(&mut typed, kernels, crate::kernels::replace_detector_ops)
+                .map_err(|e| load_err(format!("{e:#}")))?;
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())

@@ -15,7 +15,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::align::{self, ClaheScratch};
-use crate::direct_conv::{self, Backend, ConvKernels};
+use crate::kernels::{Backend, ConvKernels};
 use crate::models::{Manifest, ModelSource};
 pub use crate::profile::OpTime;
 
@@ -219,8 +219,9 @@ impl Ensemble {
             Precision::Stored => kernels,
             Precision::F16 => ConvKernels::Tract,
         };
-        let conv = direct_conv::rewrite(&mut typed, kernels, direct_conv::replace_conv_chains)
-            .map_err(|e| optimise(format!("{e:#}")))?;
+        let conv =
+            crate::kernels::rewrite(&mut typed, kernels, crate::kernels::replace_conv_chains)
+                .map_err(|e| optimise(format!("{e:#}")))?;
         let typed = typed
             .into_optimized()
             .map_err(|e| interface(format!("{e:#}")))?;

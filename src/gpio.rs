@@ -12,7 +12,7 @@ use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
 use linux_embedded_hal::CdevPin;
 use serde::Deserialize;
 
-use crate::display::DisplayState;
+use crate::output::OutputState;
 
 /// Label groups accepted in `labels`, so that one LED can stand for several classes.
 pub const GROUPS: &[(&str, &[&str])] = &[
@@ -263,13 +263,13 @@ impl<P: OutputPin> GpioOutputs<P> {
         })
     }
 
-    pub fn update(&mut self, state: &DisplayState) -> Result<(), GpioError> {
+    pub fn update(&mut self, state: &OutputState) -> Result<(), GpioError> {
         self.update_at(state, Instant::now())
     }
 
     /// [`GpioOutputs::update`] at a given time; pulses end at the first update after they
     /// expire, so call it at least as often as the shortest pulse.
-    pub fn update_at(&mut self, state: &DisplayState, now: Instant) -> Result<(), GpioError> {
+    pub fn update_at(&mut self, state: &OutputState, now: Instant) -> Result<(), GpioError> {
         let label = state
             .primary_face()
             .filter(|f| f.confidence >= self.min_confidence)
@@ -419,14 +419,14 @@ mod tests {
         let (mut out, log, initial) = outputs(&config(LEDS));
         assert_eq!(initial, [(17, false), (5, false)]);
         let happy = [face("happy", 0.9, 50.0)];
-        out.update(&DisplayState::new(&happy, None)).unwrap();
+        out.update(&OutputState::new(&happy, None)).unwrap();
         assert_eq!(take(&log), [(17, true)]);
         // Writes happen only on change.
-        out.update(&DisplayState::new(&happy, None)).unwrap();
+        out.update(&OutputState::new(&happy, None)).unwrap();
         assert_eq!(take(&log), []);
         for negative in ["angry", "disgust", "fear", "sad"] {
             let faces = [face(negative, 0.9, 50.0)];
-            out.update(&DisplayState::new(&faces, None)).unwrap();
+            out.update(&OutputState::new(&faces, None)).unwrap();
             let log = take(&log);
             assert!(
                 log.contains(&(5, true)) || log.is_empty(),
@@ -435,7 +435,7 @@ mod tests {
             assert_eq!(out.outputs[1].written, Some(true), "{negative}");
         }
         let neutral = [face("neutral", 0.9, 50.0)];
-        out.update(&DisplayState::new(&neutral, None)).unwrap();
+        out.update(&OutputState::new(&neutral, None)).unwrap();
         assert_eq!(take(&log), [(5, false)]);
     }
 
@@ -443,7 +443,7 @@ mod tests {
     fn the_largest_face_decides() {
         let (mut out, log, _) = outputs(&config(LEDS));
         let faces = [face("sad", 0.9, 20.0), face("happy", 0.6, 80.0)];
-        out.update(&DisplayState::new(&faces, None)).unwrap();
+        out.update(&OutputState::new(&faces, None)).unwrap();
         assert_eq!(take(&log), [(17, true)]);
     }
 
@@ -465,10 +465,10 @@ mod tests {
         // Inactive at start: high for the active-low line, low for the other.
         assert_eq!(initial, [(17, true), (5, false)]);
         let happy = [face("happy", 0.9, 50.0)];
-        out.update(&DisplayState::new(&happy, None)).unwrap();
+        out.update(&OutputState::new(&happy, None)).unwrap();
         assert_eq!(take(&log), [(17, false)]);
         let sad = [face("sad", 0.9, 50.0)];
-        out.update(&DisplayState::new(&sad, None)).unwrap();
+        out.update(&OutputState::new(&sad, None)).unwrap();
         assert_eq!(take(&log), [(17, true), (5, true)]);
     }
 
@@ -477,9 +477,9 @@ mod tests {
         let cfg = config("[face_present]\nline = 6\n");
         let (mut out, log, _) = outputs(&cfg);
         let faces = [face("neutral", 0.3, 50.0)];
-        out.update(&DisplayState::new(&faces, None)).unwrap();
-        out.update(&DisplayState::new(&faces, None)).unwrap();
-        out.update(&DisplayState::new(&[], None)).unwrap();
+        out.update(&OutputState::new(&faces, None)).unwrap();
+        out.update(&OutputState::new(&faces, None)).unwrap();
+        out.update(&OutputState::new(&[], None)).unwrap();
         assert_eq!(take(&log), [(6, true), (6, false)]);
     }
 
@@ -491,27 +491,27 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         let happy = [face("happy", 0.9, 50.0)];
         let sad = [face("sad", 0.9, 50.0)];
-        out.update_at(&DisplayState::new(&happy, None), ms(0))
+        out.update_at(&OutputState::new(&happy, None), ms(0))
             .unwrap();
         assert_eq!(take(&log), [(13, true)]);
-        out.update_at(&DisplayState::new(&happy, None), ms(50))
+        out.update_at(&OutputState::new(&happy, None), ms(50))
             .unwrap();
         assert_eq!(take(&log), []);
-        out.update_at(&DisplayState::new(&happy, None), ms(100))
+        out.update_at(&OutputState::new(&happy, None), ms(100))
             .unwrap();
         assert_eq!(take(&log), [(13, false)]);
         // Losing the face is not a change; a new label is.
-        out.update_at(&DisplayState::new(&[], None), ms(150))
+        out.update_at(&OutputState::new(&[], None), ms(150))
             .unwrap();
-        out.update_at(&DisplayState::new(&sad, None), ms(200))
+        out.update_at(&OutputState::new(&sad, None), ms(200))
             .unwrap();
         assert_eq!(take(&log), [(13, true)]);
-        out.update_at(&DisplayState::new(&happy, None), ms(250))
+        out.update_at(&OutputState::new(&happy, None), ms(250))
             .unwrap();
-        out.update_at(&DisplayState::new(&happy, None), ms(349))
+        out.update_at(&OutputState::new(&happy, None), ms(349))
             .unwrap();
         assert_eq!(take(&log), [], "a change during a pulse extends it");
-        out.update_at(&DisplayState::new(&happy, None), ms(350))
+        out.update_at(&OutputState::new(&happy, None), ms(350))
             .unwrap();
         assert_eq!(take(&log), [(13, false)]);
     }
@@ -523,13 +523,13 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let surprise = [face("surprise", 0.9, 50.0)];
-        out.update_at(&DisplayState::new(&surprise, None), ms(0))
+        out.update_at(&OutputState::new(&surprise, None), ms(0))
             .unwrap();
-        out.update_at(&DisplayState::new(&surprise, None), ms(100))
+        out.update_at(&OutputState::new(&surprise, None), ms(100))
             .unwrap();
-        out.update_at(&DisplayState::new(&surprise, None), ms(150))
+        out.update_at(&OutputState::new(&surprise, None), ms(150))
             .unwrap();
-        out.update_at(&DisplayState::new(&surprise, None), ms(400))
+        out.update_at(&OutputState::new(&surprise, None), ms(400))
             .unwrap();
         assert_eq!(take(&log), [(26, true), (26, false)]);
     }
@@ -540,7 +540,7 @@ mod tests {
         cfg.min_confidence = 0.5;
         let (mut out, log, _) = outputs(&cfg);
         let unsure = [face("happy", 0.4, 50.0)];
-        out.update(&DisplayState::new(&unsure, None)).unwrap();
+        out.update(&OutputState::new(&unsure, None)).unwrap();
         assert_eq!(take(&log), []);
     }
 
@@ -559,14 +559,14 @@ mod tests {
         );
         let (mut out, log, initial) = outputs(&cfg);
         assert_eq!(initial, [(6, false), (17, false)]);
-        out.update(&DisplayState::new(&[], None)).unwrap();
+        out.update(&OutputState::new(&[], None)).unwrap();
         assert_eq!(take(&log), [(6, true)], "no face: line 6 inactive (high)");
         let faces = [face("fear", 0.9, 50.0)];
-        out.update(&DisplayState::new(&faces, None)).unwrap();
+        out.update(&OutputState::new(&faces, None)).unwrap();
         assert_eq!(take(&log), [(6, false), (17, true)]);
         out.safe_state().unwrap();
         assert_eq!(take(&log), [(17, false)]);
-        out.update(&DisplayState::new(&[], None)).unwrap();
+        out.update(&OutputState::new(&[], None)).unwrap();
         take(&log);
         drop(out);
         assert_eq!(take(&log), [(6, false)], "drop restores the safe state");

@@ -9,7 +9,10 @@
 //!
 //! The live pipeline ([`pipeline`]): capture ([`capture`], behind [`frame::FrameSource`]) ->
 //! detect -> crop -> ensemble -> tracking and smoothing ([`track`]) -> outputs ([`sink`]: JSON
-//! lines, MQTT; [`display`] draws on a screen, [`gpio`] switches lines), configured by [`config`].
+//! lines, MQTT; [`display`] draws on a screen, [`gpio`] switches lines; all of them read
+//! [`output::OutputState`]), configured by [`config`] (board profile, file and flags, layered).
+//! [`workers`] spreads still images over threads in order; [`check`] tests a configuration
+//! against the machine.
 
 pub mod align;
 pub mod bench;
@@ -19,14 +22,16 @@ pub mod check;
 pub mod classify;
 pub mod config;
 pub mod detect;
-pub mod direct_conv;
 pub mod display;
 pub mod ensemble;
 pub mod evaluate;
 pub mod frame;
 pub mod gpio;
+pub mod kernels;
 pub mod models;
+pub mod output;
 pub mod pipeline;
 pub mod profile;
 pub mod sink;
 pub mod track;
+pub mod workers;

@@ -15,10 +15,11 @@ use sha2::{Digest, Sha256};
 use crate::align::CropGeometry;
 
 /// The model `ferrite classify` uses when `--model` is not given: the cheaper format on each
-/// target (README, "Performance"). On x86_64 tract's int8 path measured 1.7x slower than tract's
-/// fp32 and about 5x slower than the direct fp32 kernels. On aarch64 tract's int8 ensemble executes
-/// 1.06-1.65x the instructions of tract's fp32 one and about 2x those of the direct NEON kernels
-/// (`cross/insn_count.py`, an estimate). 32-bit Arm was not counted; int8 stays.
+/// target (docs/performance.md, "Stages and whole frames" and "Arm boards"). On x86_64 tract's
+/// int8 path measured 1.7x slower than tract's fp32 and about 5x slower than the direct fp32
+/// kernels. On aarch64 tract's int8 ensemble executes 1.06-1.65x the instructions of tract's fp32
+/// one and about 2x those of the direct NEON kernels (`cross/insn_count.py`, an estimate). 32-bit
+/// Arm was not counted; int8 stays.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub const DEFAULT_MODEL: &str = "fer2013-48-fp32";
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -99,7 +100,7 @@ pub struct Manifest {
     pub labels: Vec<String>,
     pub parts: Vec<String>,
     pub outputs: OutputNames,
-    /// How the detector's box maps to the framing of the training crops; see the README's
+    /// How the detector's box maps to the framing of the training crops; see docs/models.md,
     /// "Crop calibration". Absent means [`CropGeometry::default`].
     #[serde(default)]
     pub crop: Option<CropGeometry>,

@@ -14,8 +14,8 @@ use std::path::Path;
 use ferrite::align::{self, CropGeometry};
 use ferrite::classify::{Classifier, StageTimes};
 use ferrite::detect::{Detector, DetectorConfig};
-use ferrite::direct_conv::{Backend, ConvKernels};
 use ferrite::ensemble::Ensemble;
+use ferrite::kernels::{Backend, ConvKernels};
 use ferrite::models;
 use image::GrayImage;
 
@@ -34,22 +34,28 @@ fn count(bytes: usize) {
     });
 }
 
-// Safety: forwards every call to the system allocator unchanged; only counts.
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
-        System.alloc(layout)
+        // SAFETY: the caller's `GlobalAlloc::alloc` contract, passed on unchanged.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
-        System.alloc_zeroed(layout)
+        // SAFETY: the caller's `GlobalAlloc::alloc_zeroed` contract, passed on unchanged.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: the caller's `GlobalAlloc::realloc` contract, passed on unchanged; `ptr` came
+        // from `System` since every allocation here does.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: the caller's `GlobalAlloc::dealloc` contract, passed on unchanged; `ptr` came
+        // from `System` since every allocation here does.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 

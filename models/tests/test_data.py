@@ -113,3 +113,81 @@ def test_preprocess_range():
     x = fm.preprocess_gray(img)
     assert x.dtype == np.float32 and x.min() >= -1.0 and x.max() <= 1.0
     assert fm.preprocess_gray(img, 64).shape == (64, 64)
+
+
+def test_scale_jitter_moves_landmarks_with_pixels():
+    """Crop-scale jitter (zoom) is part of the same affine: the dot stays under its landmark."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.full((16, 1, 48, 48), -1.0)
+    lm = torch.full((16, 68, 2), 0.5)
+    for i in range(16):
+        r, c = 12 + i, 34 - i
+        x[i, 0, r - 1:r + 2, c - 1:c + 2] = 1.0
+        lm[i, :, 0] = (c + 0.5) / 48
+        lm[i, :, 1] = (r + 0.5) / 48
+    xo, lo = D.augment(x, lm, g, rot_deg=0, shift=0, shear=0, flip=False, scale=0.3)
+    moved = 0
+    for i in range(16):
+        px, py = lo[i, 0] * 48
+        assert xo[i, 0, int(py), int(px)] > 0.0, i
+        moved += not torch.allclose(lo[i, 0], lm[i, 0], atol=1e-3)
+    assert moved >= 12, "zoom moved almost no landmark"
+    # scale=0 keeps the paper's random stream: the same draws as before the option existed
+    a = D.augment(x, lm, torch.Generator().manual_seed(9))
+    b = D.augment(x, lm, torch.Generator().manual_seed(9), scale=0.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_random_erase_covers_one_box_per_hit_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((200, 1, 48, 48), 7.0)  # outside [-1, 1]: erased pixels are recognisable
+    out = D.random_erase(x, g, p=0.5)
+    erased = (out != 7.0).squeeze(1)
+    hit = erased.flatten(1).any(1)
+    assert 60 < int(hit.sum()) < 140  # about half the images
+    for i in torch.nonzero(hit).flatten().tolist():
+        rows = erased[i].any(1).nonzero().flatten()
+        cols = erased[i].any(0).nonzero().flatten()
+        box = erased[i, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.float().mean() > 0.99, "one filled rectangle"
+        area = box.numel() / (48 * 48)
+        assert 0.01 <= area <= 0.3, area
+    assert out[erased.unsqueeze(1)].abs().max() <= 1.0  # noise within the input range
+    assert torch.equal(D.random_erase(x, g, p=0.0), x)
+
+
+def test_balanced_indices_weight_within_classes():
+    import train
+    labels = np.array([0] * 900 + [1] * 100 + [1] * 10)
+    weight = np.array([1.0] * 1000 + [5.0] * 10)  # the last 10 (class 1) drawn 5x as often
+    idx = train.balanced_indices(labels, 40000, np.random.RandomState(0), weight)
+    per_class = np.bincount(labels[idx], minlength=2) / len(idx)
+    assert abs(per_class[0] - 0.5) < 0.02 and abs(per_class[1] - 0.5) < 0.02
+    # class 1: 100 images of weight 1 and 10 of weight 5, so the 10 take 50/150 of its draws
+    share = np.isin(idx, np.arange(1000, 1010)).sum() / (labels[idx] == 1).sum()
+    assert abs(share - 1 / 3) < 0.03, share
+
+
+def test_mapped_split_drops_contempt_and_a_held_out_fold(tmp_path):
+    names = np.array([f"S{s:03d}_001_{k:08d}.png" for s in range(20) for k in range(3)])
+    classes = np.array(fm.CK_LABELS)
+    labels = np.arange(len(names)) % len(classes)
+    np.savez(tmp_path / "ck.npz", images=np.zeros((len(names), 48, 48), np.uint8), labels=labels,
+             classes=classes, names=names, landmarks=np.zeros((len(names), 68, 2), np.float32))
+    s = D.mapped_split("ck", tmp_path, 48, fm.FER_LABELS)
+    assert fm.FER_LABELS.index("neutral") not in s["y"]
+    assert len(s["y"]) == (labels != fm.CK_LABELS.index("contempt")).sum()
+    assert set(s["y"]) <= {fm.FER_LABELS.index(fm.CK_TO_FER[c]) for c in fm.CK_LABELS if fm.CK_TO_FER[c]}
+    held = D.mapped_split("ck", tmp_path, 48, fm.FER_LABELS, exclude_fold=2, folds=5)
+    folds = D.subject_folds(names, 5)
+    test_subjects = {D.subject_of(n) for n in names[folds == 2]}
+    assert test_subjects and not ({D.subject_of(n) for n in held["names"]} & test_subjects)
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert fm.pick_precision("fp32", cpu) == "fp32"
+    assert fm.pick_precision("bf16", cpu) == "bf16"
+    assert fm.pick_precision("auto", cpu) == ("bf16" if fm.cpu_has_native_bf16() else "fp32")
+    with pytest.raises(ValueError):
+        fm.pick_precision("fp16", cpu)

@@ -9,8 +9,48 @@ use log::warn;
 use super::{CaptureOptions, Pacer};
 use crate::frame::{CaptureError, Frame, FrameSource};
 
-/// The extensions read from a directory (the same set `ferrite classify` searches for).
-const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "pgm", "ppm"];
+/// The image file extensions ferrite reads from a directory (`run --input DIR`, `classify`,
+/// `eval`, `calibrate-crop`); matched without regard to case.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "pgm", "ppm", "pnm"];
+
+/// One input of `classify`, `eval` or `calibrate-crop`: an image path, or a path that could not be
+/// used with the reason (reported in its place, in input order).
+pub type Job = Result<PathBuf, (PathBuf, String)>;
+
+/// Expands directories (recursively, sorted) into image files; explicit files are kept whatever
+/// their extension, so a mislabelled file still gets a clear decode error.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<Job> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            if let Err(e) = walk(input, &mut found) {
+                files.push(Err((input.clone(), format!("cannot list directory: {e}"))));
+                continue;
+            }
+            if found.is_empty() {
+                files.push(Err((input.clone(), "directory holds no images".into())));
+            }
+            found.sort();
+            files.extend(found.into_iter().map(Ok));
+        } else {
+            files.push(Ok(input.clone()));
+        }
+    }
+    files
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if has_image_extension(&path) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
 
 /// Frames from one image file or from the images of a directory (not recursive), in name order.
 ///
@@ -132,5 +172,41 @@ impl FrameSource for ImageFilesSource {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_inputs_walks_directories_sorted_and_reports_empty_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b/nested")).expect("mkdir");
+        std::fs::create_dir_all(root.join("empty")).expect("mkdir");
+        for name in ["b/2.PNG", "b/nested/1.pnm", "b/notes.txt", "a.jpg"] {
+            std::fs::write(root.join(name), b"x").expect("write");
+        }
+        let explicit = root.join("b/notes.txt");
+        let jobs = expand_inputs(&[root.join("b"), explicit.clone(), root.join("empty")]);
+        let ok: Vec<PathBuf> = jobs.iter().filter_map(|j| j.as_ref().ok().cloned()).collect();
+        // Recursive, sorted, case-insensitive extensions; an explicit file is kept as given.
+        assert_eq!(
+            ok,
+            vec![root.join("b/2.PNG"), root.join("b/nested/1.pnm"), explicit]
+        );
+        let errors: Vec<&(PathBuf, String)> = jobs.iter().filter_map(|j| j.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, root.join("empty"));
+        assert!(errors[0].1.contains("no images"), "{}", errors[0].1);
+    }
+
+    #[test]
+    fn image_extensions_match_without_case() {
+        assert!(has_image_extension(Path::new("x/face.JPEG")));
+        assert!(has_image_extension(Path::new("x/face.pnm")));
+        assert!(!has_image_extension(Path::new("x/face.gif")));
+        assert!(!has_image_extension(Path::new("x/face")));
     }
 }

@@ -10,7 +10,7 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 
 use super::canvas::Canvas;
-use super::{ui, DisplayError, DisplayState};
+use super::{ui, DisplayError, OutputState};
 
 /// How one pixel is stored, little-endian as every Linux framebuffer we target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +248,7 @@ impl Framebuffer {
         self.format
     }
 
-    pub fn update(&mut self, state: &DisplayState) -> Result<(), DisplayError> {
+    pub fn update(&mut self, state: &OutputState) -> Result<(), DisplayError> {
         let mut canvas = Canvas::new(self.size, Rgb888::BLACK);
         let Ok(()) = ui::draw(&mut canvas, state);
         if let Some((first, last)) = canvas.changed_rows(self.last.as_ref()) {
@@ -306,7 +306,8 @@ mod tests {
 
     use super::{write_spans, Framebuffer, PixelFormat};
     use crate::display::canvas::Canvas;
-    use crate::display::{ui, DisplayState};
+    use crate::display::ui;
+    use crate::output::OutputState;
 
     #[test]
     fn unpadded_rows_go_out_in_one_write_of_at_least_two_rows() {
@@ -336,7 +337,7 @@ mod tests {
         )
         .unwrap();
         for fps in [Some(10.0), Some(12.5)] {
-            let state = DisplayState::new(&[], fps);
+            let state = OutputState::new(&[], fps);
             fb.update(&state).unwrap();
             let mut canvas = Canvas::new(Size::new(w, h), Rgb888::BLACK);
             let Ok(()) = ui::draw(&mut canvas, &state);

@@ -10,13 +10,13 @@ use ssd1306::prelude::*;
 use ssd1306::{I2CDisplayInterface, Ssd1306};
 
 use super::canvas::Canvas;
-use super::{ui, DisplayError, DisplayState, OledConfig};
+use super::{ui, DisplayError, OutputState, OledConfig};
 
 const WIDTH: u32 = 128;
 const HEIGHT: u32 = 64;
 
 pub trait OledScreen {
-    fn update(&mut self, state: &DisplayState) -> Result<(), DisplayError>;
+    fn update(&mut self, state: &OutputState) -> Result<(), DisplayError>;
 }
 
 fn open_bus(config: &OledConfig) -> Result<linux_embedded_hal::I2cdev, DisplayError> {
@@ -48,7 +48,7 @@ pub fn open_sh1106(config: &OledConfig) -> Result<Box<dyn OledScreen + Send>, Di
     )?))
 }
 
-fn render(state: &DisplayState) -> Canvas<BinaryColor> {
+fn render(state: &OutputState) -> Canvas<BinaryColor> {
     let mut canvas = Canvas::new(Size::new(WIDTH, HEIGHT), BinaryColor::Off);
     let Ok(()) = ui::draw(&mut canvas, state);
     canvas
@@ -91,7 +91,7 @@ impl<I2C: I2c> Ssd1306Screen<I2C> {
 }
 
 impl<I2C: I2c> OledScreen for Ssd1306Screen<I2C> {
-    fn update(&mut self, state: &DisplayState) -> Result<(), DisplayError> {
+    fn update(&mut self, state: &OutputState) -> Result<(), DisplayError> {
         let canvas = render(state);
         // The driver flushes the bounding box of the pixels set since the last flush, so set
         // only those that changed: a new FPS figure then costs a few bytes, not the 1 KiB screen.
@@ -201,7 +201,7 @@ pub fn pack_pages(canvas: &Canvas<BinaryColor>, flip: bool) -> Vec<u8> {
 }
 
 impl<I2C: I2c> OledScreen for Sh1106Screen<I2C> {
-    fn update(&mut self, state: &DisplayState) -> Result<(), DisplayError> {
+    fn update(&mut self, state: &OutputState) -> Result<(), DisplayError> {
         let pages = pack_pages(&render(state), self.flip);
         for (page, data) in pages.chunks(WIDTH as usize).enumerate() {
             let unchanged = self

@@ -7,7 +7,7 @@ use embedded_graphics::prelude::*;
 
 use super::canvas::Canvas;
 use super::ui::{self, Layout, UiColor};
-use super::{DisplayError, DisplayState};
+use super::{DisplayError, OutputState};
 
 pub struct PngDisplay {
     path: PathBuf,
@@ -41,7 +41,7 @@ impl PngDisplay {
         self.size
     }
 
-    pub fn update(&mut self, state: &DisplayState) -> Result<(), DisplayError> {
+    pub fn update(&mut self, state: &OutputState) -> Result<(), DisplayError> {
         let image = render(state, self.size);
         // Written beside and renamed, so that a viewer polling the file never reads half a PNG.
         let mut tmp = self.path.clone().into_os_string();
@@ -62,14 +62,14 @@ impl PngDisplay {
 
 /// The picture for a display of `size`: monochrome layouts are drawn in `BinaryColor` so that
 /// the preview has exactly the OLED's pixels.
-pub fn render(state: &DisplayState, size: Size) -> image::RgbImage {
+pub fn render(state: &OutputState, size: Size) -> image::RgbImage {
     match Layout::for_size(size) {
         Layout::Mono128x64 => render_in::<BinaryColor>(state, size),
         _ => render_in::<Rgb888>(state, size),
     }
 }
 
-fn render_in<C: UiColor + Into<Rgb888>>(state: &DisplayState, size: Size) -> image::RgbImage {
+fn render_in<C: UiColor + Into<Rgb888>>(state: &OutputState, size: Size) -> image::RgbImage {
     let mut canvas = Canvas::new(size, C::from_rgb(Rgb888::BLACK));
     let Ok(()) = ui::draw(&mut canvas, state);
     canvas.to_rgb_image()

@@ -9,7 +9,8 @@ use super::fbdev::{Framebuffer, PixelFormat};
 use super::oled::{pack_pages, OledScreen, Sh1106Screen, Ssd1306Screen, SH1106_INIT};
 use super::ui::{bar_length, driving_part, Layout};
 use super::*;
-use crate::classify::Scores;
+use crate::classify::{FaceResult, Scores};
+use crate::output::primary_face;
 
 fn scores(pairs: &[(&str, f32)]) -> Scores {
     Scores(pairs.iter().map(|(l, p)| (l.to_string(), *p)).collect())
@@ -74,7 +75,7 @@ fn primary_face_is_the_largest_box() {
     let faces = [face("happy", 10.0), face("sad", 30.0), face("happy", 30.0)];
     assert_eq!(primary_face(&faces), Some(1));
     assert_eq!(primary_face(&[]), None);
-    let state = DisplayState::new(&faces, None);
+    let state = OutputState::new(&faces, None);
     assert_eq!(state.primary_face().map(|f| f.label.as_str()), Some("sad"));
 }
 
@@ -196,7 +197,7 @@ fn framebuffer_writes_packed_rows_at_the_stride() {
         )
         .unwrap();
         let faces = [face("happy", 20.0)];
-        let state = DisplayState::new(&faces, Some(10.0));
+        let state = OutputState::new(&faces, Some(10.0));
         fb.update(&state).unwrap();
 
         let mut expected = Canvas::new(Size::new(w, h), Rgb888::BLACK);
@@ -223,7 +224,7 @@ fn framebuffer_writes_packed_rows_at_the_stride() {
     }
 }
 
-fn oled_canvas(state: &DisplayState) -> Canvas<BinaryColor> {
+fn oled_canvas(state: &OutputState) -> Canvas<BinaryColor> {
     let mut canvas = Canvas::new(Size::new(128, 64), BinaryColor::Off);
     let Ok(()) = ui::draw(&mut canvas, state);
     canvas
@@ -240,7 +241,7 @@ fn command(bytes: &[u8]) -> Transaction {
 #[test]
 fn ssd1306_receives_init_and_the_picture_over_i2c() {
     let faces = [face("happy", 20.0)];
-    let state = DisplayState::new(&faces, Some(12.0));
+    let state = OutputState::new(&faces, Some(12.0));
     let pages = pack_pages(&oled_canvas(&state), false);
 
     let mut expected = vec![
@@ -281,8 +282,8 @@ fn ssd1306_receives_init_and_the_picture_over_i2c() {
 #[test]
 fn sh1106_sends_only_changed_pages() {
     let faces = [face("happy", 20.0)];
-    let first = DisplayState::new(&faces, Some(12.0));
-    let second = DisplayState::new(&faces, Some(13.0));
+    let first = OutputState::new(&faces, Some(12.0));
+    let second = OutputState::new(&faces, Some(13.0));
     let (a, b) = (
         pack_pages(&oled_canvas(&first), false),
         pack_pages(&oled_canvas(&second), false),

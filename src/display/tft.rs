@@ -12,7 +12,7 @@ use mipidsi::models::{ILI9341Rgb565, ST7789};
 use mipidsi::options::{ColorInversion, ColorOrder, Orientation, Rotation};
 
 use super::canvas::Canvas;
-use super::{ui, DisplayError, DisplayState, TftConfig};
+use super::{ui, DisplayError, OutputState, TftConfig};
 use crate::gpio;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl Tft {
         })
     }
 
-    pub fn update(&mut self, state: &DisplayState) -> Result<(), DisplayError> {
+    pub fn update(&mut self, state: &OutputState) -> Result<(), DisplayError> {
         let mut canvas = Canvas::new(self.size, Rgb565::BLACK);
         let Ok(()) = ui::draw(&mut canvas, state);
         // A full 240x240 frame is 115 KB over SPI; most frames change only the FPS figure.

@@ -12,7 +12,7 @@ use embedded_graphics::primitives::{
 use embedded_graphics::text::{Alignment, Baseline, Text, TextStyleBuilder};
 use profont::{PROFONT_10_POINT, PROFONT_18_POINT, PROFONT_24_POINT};
 
-use super::DisplayState;
+use super::OutputState;
 use crate::classify::FaceResult;
 
 /// A colour the UI can draw in; the palette is written once in RGB and mapped per display.
@@ -154,7 +154,7 @@ fn fps_text(fps: Option<f32>) -> Option<String> {
 }
 
 /// Draws the state on `target` with the layout its size calls for.
-pub fn draw<D>(target: &mut D, state: &DisplayState) -> Result<(), D::Error>
+pub fn draw<D>(target: &mut D, state: &OutputState) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,
@@ -165,7 +165,7 @@ where
 }
 
 /// Draws the state with a given layout, centred when the target is larger than the layout.
-pub fn draw_layout<D>(target: &mut D, state: &DisplayState, layout: Layout) -> Result<(), D::Error>
+pub fn draw_layout<D>(target: &mut D, state: &OutputState, layout: Layout) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,
@@ -220,7 +220,7 @@ where
 }
 
 /// The strip along the top: face count on the left, FPS on the right.
-fn header<D>(target: &mut D, state: &DisplayState, width: u32) -> Result<(), D::Error>
+fn header<D>(target: &mut D, state: &OutputState, width: u32) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,
@@ -254,7 +254,7 @@ where
 }
 
 /// The big label and confidence of the primary face, or "no face".
-fn headline(state: &DisplayState) -> (String, Option<f32>, Rgb888) {
+fn headline(state: &OutputState) -> (String, Option<f32>, Rgb888) {
     match state.primary_face() {
         Some(face) => (
             face.label.to_uppercase(),
@@ -266,7 +266,7 @@ fn headline(state: &DisplayState) -> (String, Option<f32>, Rgb888) {
 }
 
 /// The classes to draw bars for: the primary face's, in the model's order.
-fn bars(state: &DisplayState) -> Vec<(String, f32)> {
+fn bars(state: &OutputState) -> Vec<(String, f32)> {
     state
         .primary_face()
         .map(|f| f.probabilities.0.clone())
@@ -276,7 +276,7 @@ fn bars(state: &DisplayState) -> Vec<(String, f32)> {
 #[allow(clippy::too_many_arguments)]
 fn bar_rows<D>(
     target: &mut D,
-    state: &DisplayState,
+    state: &OutputState,
     top: i32,
     pitch: i32,
     name_x: i32,
@@ -321,7 +321,7 @@ where
 }
 
 /// "driven by" and one chip per part, the driving part filled in the label's colour.
-fn part_row<D>(target: &mut D, state: &DisplayState, top: i32, width: u32) -> Result<(), D::Error>
+fn part_row<D>(target: &mut D, state: &OutputState, top: i32, width: u32) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,
@@ -383,7 +383,7 @@ where
     Ok(())
 }
 
-fn draw_square<D>(target: &mut D, state: &DisplayState) -> Result<(), D::Error>
+fn draw_square<D>(target: &mut D, state: &OutputState) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,
@@ -414,7 +414,7 @@ where
     part_row(target, state, 204, 240)
 }
 
-fn draw_wide<D>(target: &mut D, state: &DisplayState) -> Result<(), D::Error>
+fn draw_wide<D>(target: &mut D, state: &OutputState) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,
@@ -445,7 +445,7 @@ where
     part_row(target, state, 186, 320)
 }
 
-fn draw_mono<D>(target: &mut D, state: &DisplayState) -> Result<(), D::Error>
+fn draw_mono<D>(target: &mut D, state: &OutputState) -> Result<(), D::Error>
 where
     D: DrawTarget,
     D::Color: UiColor,

@@ -1,15 +1,16 @@
 //! Outputs on the board itself: the display, the GPIO lines, and systemd's readiness and watchdog.
-//! They turn the tracker's per-frame state into the same [`DisplayState`] a still image gives.
+//! They turn the tracker's per-frame state into the same [`OutputState`] a still image gives.
 
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::OutputPin;
 
 use crate::classify::FaceResult;
-use crate::display::{Display, DisplayState};
+use crate::display::Display;
+use crate::output::OutputState;
 use crate::gpio::GpioOutputs;
 use crate::sink::{Sink, SinkError};
-use crate::track::{Event, FrameUpdate};
+use crate::track::FrameUpdate;
 
 /// The reported tracks as face results, oldest track first.
 pub fn faces_of(update: &FrameUpdate) -> Vec<FaceResult> {
@@ -74,26 +75,19 @@ impl Sink for DisplaySink {
         "display"
     }
 
-    fn on_event(&mut self, _event: &Event) -> Result<(), SinkError> {
-        Ok(())
-    }
-
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError> {
         let fps = self.fps.tick(update.stamp.timestamp);
         if self.failed {
             return Ok(());
         }
         let faces = faces_of(update);
-        if let Err(e) = self.display.update(&DisplayState::new(&faces, fps)) {
+        if let Err(e) = self.display.update(&OutputState::new(&faces, fps)) {
             self.failed = true;
             log::warn!("{}: {e}; no more display updates", self.display.name());
         }
         Ok(())
     }
 
-    fn close(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
 }
 
 /// Switches GPIO lines from every frame's state; `close` returns them to their safe state.
@@ -112,14 +106,10 @@ impl<P: OutputPin + Send> Sink for GpioSink<P> {
         "gpio"
     }
 
-    fn on_event(&mut self, _event: &Event) -> Result<(), SinkError> {
-        Ok(())
-    }
-
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError> {
         let faces = faces_of(update);
         self.outputs
-            .update(&DisplayState::new(&faces, None))
+            .update(&OutputState::new(&faces, None))
             .map_err(|e| SinkError::Config(format!("gpio: {e}")))
     }
 
@@ -160,10 +150,6 @@ impl SystemdSink {
 impl Sink for SystemdSink {
     fn name(&self) -> &str {
         "systemd"
-    }
-
-    fn on_event(&mut self, _event: &Event) -> Result<(), SinkError> {
-        Ok(())
     }
 
     fn on_frame(&mut self, _update: &FrameUpdate) -> Result<(), SinkError> {
@@ -218,7 +204,7 @@ mod tests {
         assert_eq!((faces[1].face, faces[1].label.as_str()), (1, "sad"));
         assert_eq!(faces[1].parts[0].1.get("sad"), Some(0.95));
         assert_eq!(
-            DisplayState::new(&faces, None).primary,
+            OutputState::new(&faces, None).primary,
             Some(1),
             "largest box"
         );

@@ -2,7 +2,8 @@
 //! the state of the reported tracks; it decides itself what to forward and how often.
 //!
 //! The wire format is shared: [`EventLine`] and [`StateLine`] are the JSON documents that the
-//! JSON-lines sink prints and the MQTT sink publishes (schema in the README, "Live pipeline").
+//! JSON-lines sink prints and the MQTT sink publishes (docs/events.md; docs/events.schema.json,
+//! which tests/events_schema.rs checks the output against).
 
 pub mod json;
 pub mod local;
@@ -31,10 +32,16 @@ pub enum SinkError {
 pub trait Sink: Send {
     /// Short name for logs ("json", "mqtt").
     fn name(&self) -> &str;
-    fn on_event(&mut self, event: &Event) -> Result<(), SinkError>;
+    /// A track appeared, changed its expression or left. Outputs that only mirror the current
+    /// state (a display, GPIO lines) ignore events.
+    fn on_event(&mut self, _event: &Event) -> Result<(), SinkError> {
+        Ok(())
+    }
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError>;
     /// Flushes and leaves the output in its stopped state. Called once, at shutdown.
-    fn close(&mut self) -> Result<(), SinkError>;
+    fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 fn round(v: f32, decimals: i32) -> f32 {

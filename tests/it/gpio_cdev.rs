@@ -4,7 +4,7 @@
 //! because a test must not switch whatever a board has wired to an arbitrary line.
 
 use ferrite::classify::{FaceResult, Scores};
-use ferrite::display::DisplayState;
+use ferrite::output::OutputState;
 use ferrite::gpio::{open_chip, GpioConfig, GpioOutputs, OutputConfig};
 
 fn chips() -> Vec<std::path::PathBuf> {
@@ -27,8 +27,7 @@ fn chips() -> Vec<std::path::PathBuf> {
 #[test]
 fn gpiochips_open_by_path_and_by_label() {
     let chips = chips();
-    if chips.is_empty() {
-        eprintln!("SKIPPED: no /dev/gpiochip* on this machine");
+    if !crate::needs::available("gpiochip", !chips.is_empty(), "no /dev/gpiochip* on this machine") {
         return;
     }
     for path in chips {
@@ -48,8 +47,9 @@ fn gpiochips_open_by_path_and_by_label() {
 
 #[test]
 fn a_line_follows_the_label_and_returns_to_its_safe_state() {
-    let Ok(spec) = std::env::var("FERRITE_GPIO_TEST_LINE") else {
-        eprintln!("SKIPPED: set FERRITE_GPIO_TEST_LINE=CHIP:LINE to drive a real line");
+    let spec = std::env::var("FERRITE_GPIO_TEST_LINE");
+    let how = "set FERRITE_GPIO_TEST_LINE=CHIP:LINE to drive a real line";
+    let Ok(spec) = spec.map_err(|_| crate::needs::available("gpio-line", false, how)) else {
         return;
     };
     let (chip, line) = spec.rsplit_once(':').expect("CHIP:LINE");
@@ -81,9 +81,9 @@ fn a_line_follows_the_label_and_returns_to_its_safe_state() {
     };
     let faces = [face];
     outputs
-        .update(&DisplayState::new(&faces, None))
+        .update(&OutputState::new(&faces, None))
         .expect("on");
-    outputs.update(&DisplayState::new(&[], None)).expect("off");
+    outputs.update(&OutputState::new(&[], None)).expect("off");
     drop(outputs);
     // The line is free again once the outputs are dropped.
     let mut chip = open_chip(chip).expect("chip");

@@ -10,7 +10,8 @@ use ferrite::classify::{FaceResult, Scores};
 use ferrite::display::canvas::Canvas;
 use ferrite::display::png::render;
 use ferrite::display::ui::{self, face_icon};
-use ferrite::display::{Display, DisplayConfig, DisplayState};
+use ferrite::display::{Display, DisplayConfig};
+use ferrite::output::OutputState;
 
 const LABELS: [&str; 7] = [
     "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise",
@@ -119,34 +120,34 @@ fn check_golden(name: &str, image: &image::RgbImage) {
 #[test]
 fn mono_128x64_golden() {
     let faces = happy_pair();
-    let state = DisplayState::new(&faces, Some(12.4));
+    let state = OutputState::new(&faces, Some(12.4));
     check_golden("mono_128x64", &render(&state, Size::new(128, 64)));
 }
 
 #[test]
 fn square_240x240_golden() {
     let faces = surprised();
-    let state = DisplayState::new(&faces, Some(9.8));
+    let state = OutputState::new(&faces, Some(9.8));
     check_golden("square_240x240", &render(&state, Size::new(240, 240)));
 }
 
 #[test]
 fn wide_320x240_golden() {
     let faces = happy_pair();
-    let state = DisplayState::new(&faces, Some(14.7));
+    let state = OutputState::new(&faces, Some(14.7));
     check_golden("wide_320x240", &render(&state, Size::new(320, 240)));
 }
 
 #[test]
 fn square_240x240_sad_golden() {
     let faces = sad();
-    let state = DisplayState::new(&faces, None);
+    let state = OutputState::new(&faces, None);
     check_golden("square_240x240_sad", &render(&state, Size::new(240, 240)));
 }
 
 #[test]
 fn no_face_goldens() {
-    let state = DisplayState::new(&[], Some(15.0));
+    let state = OutputState::new(&[], Some(15.0));
     check_golden("mono_128x64_no_face", &render(&state, Size::new(128, 64)));
     check_golden("wide_320x240_no_face", &render(&state, Size::new(320, 240)));
 }
@@ -172,7 +173,7 @@ fn png_display_writes_the_rendered_picture() {
     let config = DisplayConfig::parse_spec(&spec).expect("spec");
     let mut display = Display::open(&config).expect("open");
     let faces = happy_pair();
-    let state = DisplayState::new(&faces, Some(12.4));
+    let state = OutputState::new(&faces, Some(12.4));
     display.update(&state).expect("update");
     let written = image::open(&path).expect("read").to_rgb8();
     assert_eq!(written, render(&state, Size::new(128, 64)));
@@ -182,7 +183,7 @@ fn png_display_writes_the_rendered_picture() {
 #[test]
 fn larger_displays_centre_the_layout() {
     let faces = surprised();
-    let state = DisplayState::new(&faces, Some(9.8));
+    let state = OutputState::new(&faces, Some(9.8));
     let big = render(&state, Size::new(260, 250));
     let small = render(&state, Size::new(240, 240));
     for (x, y, p) in small.enumerate_pixels() {

@@ -46,10 +46,12 @@ fn start_broker() -> Option<Broker> {
 }
 
 fn start_broker_on(port: u16) -> Option<Broker> {
-    let Some(binary) = mosquitto() else {
-        eprintln!("SKIPPED: no mosquitto binary (apt-get install mosquitto)");
+    let binary = mosquitto();
+    let how = "no mosquitto binary (apt-get install mosquitto)";
+    if !crate::needs::available("mosquitto", binary.is_some(), how) {
         return None;
-    };
+    }
+    let binary = binary?;
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
@@ -371,8 +373,8 @@ fn sigterm_flushes_json_and_goes_offline_cleanly() {
 
 #[test]
 fn a_broker_that_is_down_at_start_is_retried_while_inference_runs() {
-    if mosquitto().is_none() {
-        eprintln!("SKIPPED: no mosquitto binary (apt-get install mosquitto)");
+    let how = "no mosquitto binary (apt-get install mosquitto)";
+    if !crate::needs::available("mosquitto", mosquitto().is_some(), how) {
         return;
     }
     let started = Instant::now();
@@ -420,11 +422,14 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 #[test]
 fn tls_with_a_private_ca_and_password() {
-    let (Some(binary), true) = (
-        mosquitto(),
-        Command::new("openssl").arg("version").output().is_ok(),
-    ) else {
-        eprintln!("SKIPPED: needs the mosquitto and openssl binaries");
+    let binary = mosquitto();
+    let has_openssl = Command::new("openssl").arg("version").output().is_ok();
+    if !crate::needs::available("mosquitto", binary.is_some(), "no mosquitto binary")
+        || !crate::needs::available("openssl", has_openssl, "no openssl binary")
+    {
+        return;
+    }
+    let Some(binary) = binary else {
         return;
     };
     let started = Instant::now();

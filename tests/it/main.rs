@@ -1,0 +1,14 @@
+//! The integration tests, one binary: each module below was its own test binary, and every one
+//! of them linked tract and the whole crate again (CI time, disk). `tests/alloc.rs` stays apart
+//! because it installs a counting global allocator for its whole binary.
+
+mod capture;
+mod cli;
+mod deploy;
+mod detect;
+mod display;
+mod gpio_cdev;
+mod mqtt;
+mod needs;
+mod pipeline;
+mod run_cli;
