@@ -165,15 +165,16 @@ pub fn run_threads(
             .map(|_| {
                 let (start, failed) = (&start, &failed);
                 scope.spawn(move || -> Result<Vec<[Duration; 5]>, BenchError> {
-                    let warmed = classifier
-                        .session()
-                        .map_err(BenchError::from)
-                        .and_then(|mut s| {
-                            for _ in 0..warmup {
-                                frame(encoded, &mut s)?;
-                            }
-                            Ok(s)
-                        });
+                    let warmed =
+                        classifier
+                            .session()
+                            .map_err(BenchError::from)
+                            .and_then(|mut s| {
+                                for _ in 0..warmup {
+                                    frame(encoded, &mut s)?;
+                                }
+                                Ok(s)
+                            });
                     if warmed.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -321,7 +322,9 @@ impl std::str::FromStr for Graphs {
             "both" => Ok(Graphs::Both),
             "detector" => Ok(Graphs::Detector),
             "ensemble" => Ok(Graphs::Ensemble),
-            other => Err(format!("expected both, detector or ensemble, not {other:?}")),
+            other => Err(format!(
+                "expected both, detector or ensemble, not {other:?}"
+            )),
         }
     }
 }
@@ -477,7 +480,8 @@ mod tests {
     #[test]
     fn threaded_runs_pool_every_workers_frames() {
         let detector = Detector::new(DetectorConfig::default()).unwrap();
-        let classifier = Classifier::new(Some(detector), fixture_ensemble(), CropGeometry::default());
+        let classifier =
+            Classifier::new(Some(detector), fixture_ensemble(), CropGeometry::default());
         for threads in [1, 2, 3] {
             let r = run_threads(SAMPLE_JPEG, &classifier, 4, 1, threads).unwrap();
             assert_eq!(r.threads, threads);

@@ -9,10 +9,10 @@ use std::time::Duration;
 use crate::capture::{self, PixelFormat};
 use crate::classify::ClassifierOptions;
 use crate::config::Config;
-use crate::ensemble::Ensemble;
-use crate::models;
 use crate::display::DisplayConfig;
+use crate::ensemble::Ensemble;
 use crate::gpio;
+use crate::models;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckItem {

@@ -106,7 +106,7 @@ pub fn effective_precision(requested: Precision, native_f16: bool) -> Precision 
 }
 
 /// A bundled int8 model is timed against its fp32 sibling, and the sibling runs instead where it
-/// is clearly faster on this CPU (docs/performance.md: tract's int8 path on x86_64). The float
+/// is clearly faster on this CPU (docs/models.md, "int8 or fp32: the start-up check"). The float
 /// model is never less accurate, so the only cost of the switch is memory.
 pub fn prefer_faster_format(
     source: ModelSource,
@@ -513,9 +513,15 @@ mod tests {
 
     #[test]
     fn f16_falls_back_only_without_native_f16() {
-        assert_eq!(effective_precision(Precision::F16, false), Precision::Stored);
+        assert_eq!(
+            effective_precision(Precision::F16, false),
+            Precision::Stored
+        );
         assert_eq!(effective_precision(Precision::F16, true), Precision::F16);
-        assert_eq!(effective_precision(Precision::Stored, false), Precision::Stored);
+        assert_eq!(
+            effective_precision(Precision::Stored, false),
+            Precision::Stored
+        );
     }
 
     #[test]

@@ -49,7 +49,9 @@ impl std::str::FromStr for DetectorModel {
         match s {
             "short" => Ok(DetectorModel::Short),
             "long" => Ok(DetectorModel::Long),
-            other => Err(format!("detector must be \"short\" or \"long\", not {other:?}")),
+            other => Err(format!(
+                "detector must be \"short\" or \"long\", not {other:?}"
+            )),
         }
     }
 }

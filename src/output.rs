@@ -40,4 +40,3 @@ pub fn primary_face(faces: &[FaceResult]) -> Option<usize> {
     }
     best.map(|(i, _)| i)
 }
-

@@ -175,7 +175,13 @@ mod tests {
     #[test]
     fn state_errors_and_panics_are_errors() {
         let jobs = [1u32, 2, 3];
-        let failed = map_in_order(&jobs, 2, || Err::<(), _>(TestError::State), |_, &j| j, |_, _| Ok(()));
+        let failed = map_in_order(
+            &jobs,
+            2,
+            || Err::<(), _>(TestError::State),
+            |_, &j| j,
+            |_, _| Ok(()),
+        );
         assert_eq!(failed, Err(TestError::State));
         let panicked = map_in_order(
             &jobs,

@@ -190,13 +190,17 @@ mod tests {
         }
         let explicit = root.join("b/notes.txt");
         let jobs = expand_inputs(&[root.join("b"), explicit.clone(), root.join("empty")]);
-        let ok: Vec<PathBuf> = jobs.iter().filter_map(|j| j.as_ref().ok().cloned()).collect();
+        let ok: Vec<PathBuf> = jobs
+            .iter()
+            .filter_map(|j| j.as_ref().ok().cloned())
+            .collect();
         // Recursive, sorted, case-insensitive extensions; an explicit file is kept as given.
         assert_eq!(
             ok,
             vec![root.join("b/2.PNG"), root.join("b/nested/1.pnm"), explicit]
         );
-        let errors: Vec<&(PathBuf, String)> = jobs.iter().filter_map(|j| j.as_ref().err()).collect();
+        let errors: Vec<&(PathBuf, String)> =
+            jobs.iter().filter_map(|j| j.as_ref().err()).collect();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, root.join("empty"));
         assert!(errors[0].1.contains("no images"), "{}", errors[0].1);

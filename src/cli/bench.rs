@@ -221,7 +221,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
                         session.predict_normalised(&inputs.ensemble)?;
                         Some(session.profile_prepared(args.runs)?)
                     }
-                    (true, ferrite::bench::DETECT_GRAPH) => Some(detector.profile(&inputs.detector, args.runs)?),
+                    (true, ferrite::bench::DETECT_GRAPH) => {
+                        Some(detector.profile(&inputs.detector, args.runs)?)
+                    }
                     _ => None,
                 };
                 rows.push(BenchRow {
@@ -300,4 +302,3 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

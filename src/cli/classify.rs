@@ -14,8 +14,8 @@ use ferrite::classify::{Classifier, ClassifierOptions, ClassifySession, FaceResu
 use ferrite::config::{Config, ModelConfig};
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
 use ferrite::display::{Display, DisplayConfig};
-use ferrite::output::OutputState;
 use ferrite::evaluate::{self, Confusion};
+use ferrite::output::OutputState;
 use ferrite::workers;
 
 use super::{detector_parser, display_spec, unit_interval, PipelineArgs, EXIT_INPUT_FAILED};

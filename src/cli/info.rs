@@ -76,4 +76,3 @@ pub fn list_devices(json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -178,7 +178,6 @@ pub enum Command {
     },
 }
 
-
 /// Options that choose and configure the detector and the expression model. Unset ones take the
 /// config file's `[model]` value (`run`), else the default.
 #[derive(clap::Args)]
@@ -327,7 +326,14 @@ mod tests {
         assert_eq!(from_config.precision, Precision::F16);
         assert!(from_config.keep_model);
         let flags = run_options(
-            &["--model", "fer2013-48-fp32", "--detector", "short", "--precision", "stored"],
+            &[
+                "--model",
+                "fer2013-48-fp32",
+                "--detector",
+                "short",
+                "--precision",
+                "stored",
+            ],
             &config,
         );
         assert_eq!(flags.model, "fer2013-48-fp32");

@@ -10,7 +10,7 @@ use ssd1306::prelude::*;
 use ssd1306::{I2CDisplayInterface, Ssd1306};
 
 use super::canvas::Canvas;
-use super::{ui, DisplayError, OutputState, OledConfig};
+use super::{ui, DisplayError, OledConfig, OutputState};
 
 const WIDTH: u32 = 128;
 const HEIGHT: u32 = 64;

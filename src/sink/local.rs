@@ -7,8 +7,8 @@ use embedded_hal::digital::OutputPin;
 
 use crate::classify::FaceResult;
 use crate::display::Display;
-use crate::output::OutputState;
 use crate::gpio::GpioOutputs;
+use crate::output::OutputState;
 use crate::sink::{Sink, SinkError};
 use crate::track::FrameUpdate;
 
@@ -87,7 +87,6 @@ impl Sink for DisplaySink {
         }
         Ok(())
     }
-
 }
 
 /// Switches GPIO lines from every frame's state; `close` returns them to their safe state.

@@ -3,7 +3,7 @@
 //!
 //! The wire format is shared: [`EventLine`] and [`StateLine`] are the JSON documents that the
 //! JSON-lines sink prints and the MQTT sink publishes (docs/events.md; docs/events.schema.json,
-//! which tests/events_schema.rs checks the output against).
+//! which tests/it/events_schema.rs checks the output against).
 
 pub mod json;
 pub mod local;

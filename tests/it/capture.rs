@@ -403,7 +403,11 @@ fn real_camera_streams_frames() {
         .into_iter()
         .find(|d| d.capture && d.formats.iter().any(|f| f.supported))
     else {
-        crate::needs::available("v4l2", false, "no V4L2 capture device with a supported format");
+        crate::needs::available(
+            "v4l2",
+            false,
+            "no V4L2 capture device with a supported format",
+        );
         return;
     };
     let opts = CaptureOptions {

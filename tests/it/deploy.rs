@@ -113,7 +113,11 @@ fn systemd_unit_verifies_without_warnings() {
         .arg("--version")
         .output()
         .is_ok();
-    if !crate::needs::available("systemd-analyze", present, "systemd-analyze is not installed") {
+    if !crate::needs::available(
+        "systemd-analyze",
+        present,
+        "systemd-analyze is not installed",
+    ) {
         return;
     }
     // verify insists that ExecStart exists: point it at the binary under test.

@@ -1,5 +1,5 @@
 //! Face detector end to end: real photo, faceless image, two faces, odd frame sizes, errors.
-//! Run `cargo test --test detect -- --nocapture` to see the per-call timings.
+//! Run `cargo test --test it detect -- --nocapture` to see the per-call timings.
 
 use std::path::Path;
 use std::time::Instant;

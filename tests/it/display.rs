@@ -1,6 +1,6 @@
 //! Golden-image tests of every layout through the PNG target: pixel-exact against the PNGs in
 //! tests/golden/. After an intended change, look at the new pictures and bless them with
-//! `FERRITE_BLESS=1 cargo test --test display`.
+//! `FERRITE_BLESS=1 cargo test --test it display`.
 
 use std::path::PathBuf;
 

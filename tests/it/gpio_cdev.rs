@@ -4,8 +4,8 @@
 //! because a test must not switch whatever a board has wired to an arbitrary line.
 
 use ferrite::classify::{FaceResult, Scores};
-use ferrite::output::OutputState;
 use ferrite::gpio::{open_chip, GpioConfig, GpioOutputs, OutputConfig};
+use ferrite::output::OutputState;
 
 fn chips() -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir("/dev") else {
@@ -27,7 +27,11 @@ fn chips() -> Vec<std::path::PathBuf> {
 #[test]
 fn gpiochips_open_by_path_and_by_label() {
     let chips = chips();
-    if !crate::needs::available("gpiochip", !chips.is_empty(), "no /dev/gpiochip* on this machine") {
+    if !crate::needs::available(
+        "gpiochip",
+        !chips.is_empty(),
+        "no /dev/gpiochip* on this machine",
+    ) {
         return;
     }
     for path in chips {
@@ -80,9 +84,7 @@ fn a_line_follows_the_label_and_returns_to_its_safe_state() {
         landmarks: None,
     };
     let faces = [face];
-    outputs
-        .update(&OutputState::new(&faces, None))
-        .expect("on");
+    outputs.update(&OutputState::new(&faces, None)).expect("on");
     outputs.update(&OutputState::new(&[], None)).expect("off");
     drop(outputs);
     // The line is free again once the outputs are dropped.

@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod detect;
 mod display;
+mod events_schema;
 mod gpio_cdev;
 mod mqtt;
 mod needs;

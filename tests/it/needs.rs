@@ -24,7 +24,10 @@ pub fn available(kind: &str, present: bool, how: &str) -> bool {
 }
 
 fn decide(kind: &str, present: bool, how: &str, required: &str) -> bool {
-    assert!(KINDS.contains(&kind), "unknown kind {kind:?}; add it to KINDS");
+    assert!(
+        KINDS.contains(&kind),
+        "unknown kind {kind:?}; add it to KINDS"
+    );
     if present {
         return true;
     }
@@ -44,7 +47,12 @@ fn decide(kind: &str, present: bool, how: &str, required: &str) -> bool {
 fn a_missing_kind_skips_unless_required() {
     assert!(decide("v4l2", true, "", "all"));
     assert!(!decide("v4l2", false, "absent on purpose", ""));
-    assert!(!decide("v4l2", false, "absent on purpose", "mosquitto, openssl"));
+    assert!(!decide(
+        "v4l2",
+        false,
+        "absent on purpose",
+        "mosquitto, openssl"
+    ));
     for list in ["v4l2", "mosquitto, v4l2", "all"] {
         let failed = std::panic::catch_unwind(|| decide("v4l2", false, "absent", list));
         assert!(failed.is_err(), "{list:?} requires v4l2");
