@@ -72,15 +72,7 @@ pub fn check(config: &Config) -> Vec<CheckItem> {
         ));
     }
     if let Some(host) = &config.mqtt.host {
-        let port =
-            config
-                .mqtt
-                .port
-                .unwrap_or(if config.mqtt.tls || config.mqtt.ca_file.is_some() {
-                    8883
-                } else {
-                    1883
-                });
+        let port = config.mqtt.broker_port();
         items.push(item(format!("mqtt {host}:{port}"), check_tcp(host, port)));
     }
     items
@@ -188,21 +180,10 @@ fn check_display(display: &DisplayConfig) -> Vec<CheckItem> {
             ]
         }
         DisplayConfig::Framebuffer(c) => vec![check_node("display framebuffer", &c.device)],
-        DisplayConfig::Png(c) => {
-            let dir = c
-                .path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            vec![item(
-                format!("display png {}", c.path.display()),
-                if dir.is_dir() {
-                    Ok("directory exists".into())
-                } else {
-                    Err(format!("directory {} does not exist", dir.display()))
-                },
-            )]
-        }
+        DisplayConfig::Png(c) => vec![item(
+            format!("display png {}", c.path.display()),
+            crate::display::png::check_folder(&c.path).map(|()| "folder exists".into()),
+        )],
     }
 }
 

@@ -337,7 +337,7 @@ impl ClassifySession<'_> {
         let (top, confidence) = prediction.top();
         FaceResult {
             face: index,
-            bbox: [face.bbox.x, face.bbox.y, face.bbox.w, face.bbox.h],
+            bbox: face.bbox.xywh(),
             score,
             label: manifest.labels[top].clone(),
             confidence,
@@ -427,6 +427,13 @@ impl Scores {
 
     pub fn get(&self, label: &str) -> Option<f32> {
         self.0.iter().find(|(l, _)| l == label).map(|(_, p)| *p)
+    }
+
+    /// The most probable label and its probability; `None` when empty.
+    pub fn top(&self) -> Option<(&str, f32)> {
+        let values: Vec<f32> = self.0.iter().map(|(_, p)| *p).collect();
+        let (i, p) = crate::ensemble::argmax(&values);
+        self.0.get(i).map(|(label, _)| (label.as_str(), p))
     }
 }
 

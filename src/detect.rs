@@ -123,6 +123,38 @@ pub struct BBox {
     pub h: f32,
 }
 
+impl BBox {
+    /// From the `[x, y, w, h]` array that results and tracks carry.
+    pub fn from_xywh([x, y, w, h]: [f32; 4]) -> Self {
+        BBox { x, y, w, h }
+    }
+
+    pub fn xywh(&self) -> [f32; 4] {
+        [self.x, self.y, self.w, self.h]
+    }
+
+    /// Area; zero for a degenerate box.
+    pub fn area(&self) -> f32 {
+        self.w.max(0.0) * self.h.max(0.0)
+    }
+
+    /// Intersection over union; zero when the boxes do not overlap or both are empty.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let w = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
+        let h = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
+        if w <= 0.0 || h <= 0.0 {
+            return 0.0;
+        }
+        let inter = w * h;
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+}
+
 /// One detected face.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Face {
@@ -470,20 +502,17 @@ struct RawDetection {
 }
 
 impl RawDetection {
-    fn area(&self) -> f32 {
-        (self.xmax - self.xmin).max(0.0) * (self.ymax - self.ymin).max(0.0)
+    fn bbox(&self) -> BBox {
+        BBox {
+            x: self.xmin,
+            y: self.ymin,
+            w: self.xmax - self.xmin,
+            h: self.ymax - self.ymin,
+        }
     }
 
     fn iou(&self, other: &RawDetection) -> f32 {
-        let w = (self.xmax.min(other.xmax) - self.xmin.max(other.xmin)).max(0.0);
-        let h = (self.ymax.min(other.ymax) - self.ymin.max(other.ymin)).max(0.0);
-        let inter = w * h;
-        let union = self.area() + other.area() - inter;
-        if union > 0.0 {
-            inter / union
-        } else {
-            0.0
-        }
+        self.bbox().iou(&other.bbox())
     }
 
     fn is_finite(&self) -> bool {

@@ -55,17 +55,23 @@ pub struct Prediction {
 impl Prediction {
     /// Index and value of the most probable class.
     pub fn top(&self) -> (usize, f32) {
-        self.probabilities.iter().copied().enumerate().fold(
-            (0, f32::NEG_INFINITY),
-            |best, (i, p)| {
-                if p > best.1 {
-                    (i, p)
-                } else {
-                    best
-                }
-            },
-        )
+        argmax(&self.probabilities)
     }
+}
+
+/// Index and value of the largest value; the first on ties, `(0, -inf)` for none.
+pub fn argmax(values: &[f32]) -> (usize, f32) {
+    values
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
 }
 
 /// The arithmetic a float model runs in (`[model] precision` in the config: "stored" or "f16").

@@ -233,37 +233,16 @@ pub struct Tracker {
 }
 
 fn face_box(face: &Face) -> [f32; 4] {
-    [face.bbox.x, face.bbox.y, face.bbox.w, face.bbox.h]
+    face.bbox.xywh()
 }
 
 /// Intersection over union of two [x, y, w, h] boxes.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
-    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
-    if ix <= 0.0 || iy <= 0.0 {
-        return 0.0;
-    }
-    let inter = ix * iy;
-    let union = a[2] * a[3] + b[2] * b[3] - inter;
-    if union <= 0.0 {
-        0.0
-    } else {
-        inter / union
-    }
+    BBox::from_xywh(*a).iou(&BBox::from_xywh(*b))
 }
 
 fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0
+    crate::ensemble::argmax(values).0
 }
 
 impl Tracker {

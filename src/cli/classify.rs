@@ -343,13 +343,7 @@ impl Printer {
                         .parts
                         .iter()
                         .map(|(part, scores)| {
-                            let (label, _) = scores.0.iter().fold(("", f32::MIN), |b, (l, p)| {
-                                if *p > b.1 {
-                                    (l, *p)
-                                } else {
-                                    b
-                                }
-                            });
+                            let label = scores.top().map_or("", |(label, _)| label);
                             format!("{part}:{label}")
                         })
                         .collect();

@@ -14,6 +14,19 @@ pub struct PngDisplay {
     size: Size,
 }
 
+/// The folder a PNG display writes into must exist (`ferrite check` asks the same).
+pub fn check_folder(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("folder {} does not exist", dir.display()))
+    }
+}
+
 impl PngDisplay {
     /// Fails when the PNG's folder does not exist, so that a typo shows at start-up rather than
     /// at the first frame.
@@ -21,16 +34,10 @@ impl PngDisplay {
         if size.width == 0 || size.height == 0 {
             return Err(DisplayError::Config(format!("png size {size:?} is empty")));
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            return Err(DisplayError::Device {
-                device: path.display().to_string(),
-                reason: format!("folder {} does not exist", dir.display()),
-            });
-        }
+        check_folder(path).map_err(|reason| DisplayError::Device {
+            device: path.display().to_string(),
+            reason,
+        })?;
         Ok(PngDisplay {
             path: path.to_path_buf(),
             size,

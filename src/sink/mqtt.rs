@@ -205,13 +205,24 @@ impl MqttConfig {
         }
     }
 
+    /// TLS was asked for, or implied by a CA file.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.ca_file.is_some()
+    }
+
+    /// The configured port, else MQTT's default: 8883 with TLS, 1883 without.
+    pub fn broker_port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.uses_tls() { 8883 } else { 1883 })
+    }
+
     fn options(&self, topics: &Topics) -> Result<MqttOptions, SinkError> {
         let host = self
             .host
             .clone()
             .ok_or_else(|| SinkError::Config("mqtt: no host".into()))?;
-        let tls = self.tls || self.ca_file.is_some();
-        let port = self.port.unwrap_or(if tls { 8883 } else { 1883 });
+        let tls = self.uses_tls();
+        let port = self.broker_port();
         let client_id = self
             .client_id
             .clone()
