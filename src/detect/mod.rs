@@ -1,0 +1,605 @@
+//! Face detection with MediaPipe BlazeFace, run through tract.
+//!
+//! This module owns everything between an RGB frame and a list of [`Face`]s in frame pixels:
+//! loading the two BlazeFace ONNX graphs (embedded from `models/blazeface/`, or a user file),
+//! letterboxing the frame into the model's square input, SSD anchor generation, box and keypoint
+//! decoding, score thresholding, MediaPipe's weighted non-maximum suppression, and the
+//! minimum-size / maximum-count filters. It does not own face alignment, cropping or
+//! normalisation for the expression model (that is [`crate::align`]), tracking across frames, or
+//! frame capture and colour conversion: callers hand it an [`image::RgbImage`].
+//!
+//! Model facts (see `models/blazeface/README.md`): NHWC input `1xSxSx3`, RGB scaled to
+//! `[-1, 1]`; four outputs, scores `[1,512,1]`, `[1,384,1]` and regressors `[1,512,16]`,
+//! `[1,384,16]` for 896 anchors. Each regressor row is box centre offset x, y, box w, h, then six
+//! keypoints (x, y), all in input pixels relative to the anchor centre.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+use crate::kernels::{Backend, ConvKernels};
+
+mod decode;
+
+use decode::{decode, generate_anchors, to_face, weighted_nms, Anchor, Letterbox};
+
+/// Embedded folded graphs (see `models/blazeface/fetch.py`).
+const SHORT_ONNX: &[u8] = include_bytes!("../../models/blazeface/blazeface_short_128.onnx");
+const LONG_ONNX: &[u8] = include_bytes!("../../models/blazeface/blazeface_long_256.onnx");
+
+/// Values per anchor in the regressor outputs: 4 box + 6 keypoints x 2.
+const COORDS: usize = 16;
+/// Number of keypoints per face.
+const KEYPOINTS: usize = 6;
+/// MediaPipe's `score_clipping_thresh`: logits are clamped to +-100 before the sigmoid.
+const SCORE_CLIP: f32 = 100.0;
+
+/// Which BlazeFace graph to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorModel {
+    /// 128x128 "front camera" model: faces filling a good part of the frame (within ~2 m).
+    #[default]
+    Short,
+    /// 256x256 "back camera" model: smaller, more distant faces; about 4x the cost.
+    Long,
+}
+
+impl std::str::FromStr for DetectorModel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "short" => Ok(DetectorModel::Short),
+            "long" => Ok(DetectorModel::Long),
+            other => Err(format!(
+                "detector must be \"short\" or \"long\", not {other:?}"
+            )),
+        }
+    }
+}
+
+impl DetectorModel {
+    /// Every model, in the order the command line lists them.
+    pub const ALL: [DetectorModel; 2] = [DetectorModel::Short, DetectorModel::Long];
+
+    /// The name used on the command line, in config files and in `bench` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorModel::Short => "short",
+            DetectorModel::Long => "long",
+        }
+    }
+
+    /// The default minimum score. Above every faceless image's best score, as low as that
+    /// allows: cameras give the detector gray frames (Y of YUYV, no colour conversion), where
+    /// faces score lower than in colour (the astronaut in a 640x480 frame: 0.68 gray, 0.87 colour).
+    /// Short: scikit-image's 20 faceless samples scored at most 0.58 and 40 faceless crops of the
+    /// test photos stayed below 0.6 (one reached 0.5); `models/detector_threshold.py` measured 0.6 to
+    /// find 77 % of 200 gray FER2013 faces in 640x480 frames where 0.75 found 59 %. Long: 0.68 on the faceless
+    /// samples and 0.80 on the cat photo, so it keeps keijiro's 0.75.
+    pub fn default_score_threshold(self) -> f32 {
+        match self {
+            DetectorModel::Short => 0.6,
+            DetectorModel::Long => 0.75,
+        }
+    }
+
+    /// Side of the square model input, in pixels.
+    pub fn input_size(self) -> usize {
+        match self {
+            DetectorModel::Short => 128,
+            DetectorModel::Long => 256,
+        }
+    }
+
+    /// Anchor strides of MediaPipe's `SsdAnchorsCalculator` options for this model.
+    fn strides(self) -> [usize; 4] {
+        match self {
+            DetectorModel::Short => [8, 16, 16, 16],
+            DetectorModel::Long => [16, 32, 32, 32],
+        }
+    }
+
+    fn embedded(self) -> &'static [u8] {
+        match self {
+            DetectorModel::Short => SHORT_ONNX,
+            DetectorModel::Long => LONG_ONNX,
+        }
+    }
+}
+
+/// A point in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
+/// An axis-aligned box in frame pixels: top-left corner and size. It is not clipped to the
+/// frame: a face cut by the frame edge may extend past it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl BBox {
+    /// From the `[x, y, w, h]` array that results and tracks carry.
+    pub fn from_xywh([x, y, w, h]: [f32; 4]) -> Self {
+        BBox { x, y, w, h }
+    }
+
+    pub fn xywh(&self) -> [f32; 4] {
+        [self.x, self.y, self.w, self.h]
+    }
+
+    /// Area; zero for a degenerate box.
+    pub fn area(&self) -> f32 {
+        self.w.max(0.0) * self.h.max(0.0)
+    }
+
+    /// Intersection over union; zero when the boxes do not overlap or both are empty.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let w = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
+        let h = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
+        if w <= 0.0 || h <= 0.0 {
+            return 0.0;
+        }
+        let inter = w * h;
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One detected face.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Face {
+    pub bbox: BBox,
+    /// Detector confidence in `[0, 1]` (the best score of the merged detections).
+    pub score: f32,
+    /// MediaPipe order: 0 right eye (the subject's right, image-left), 1 left eye, 2 nose tip,
+    /// 3 mouth centre, 4 right ear tragion, 5 left ear tragion.
+    pub keypoints: [Point; 6],
+}
+
+/// Detector settings. All sizes are in frame pixels.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Which BlazeFace graph to run.
+    pub model: DetectorModel,
+    /// Minimum detector confidence, in `[0, 1]`. Default: the model's
+    /// [`DetectorModel::default_score_threshold`] (MediaPipe uses 0.5, keijiro's
+    /// BlazeFaceBarracuda 0.75).
+    pub score_threshold: f32,
+    /// Detections overlapping more than this (intersection over union) are merged, in `[0, 1]`.
+    pub iou_threshold: f32,
+    /// Faces whose box is smaller than this on its longer side are dropped (pixels, >= 0).
+    pub min_face_size: f32,
+    /// At most this many faces are returned, best first (>= 1).
+    pub max_faces: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig::for_model(DetectorModel::Short)
+    }
+}
+
+impl DetectorConfig {
+    /// Defaults for `model`, its own score threshold included.
+    pub fn for_model(model: DetectorModel) -> Self {
+        DetectorConfig {
+            model,
+            score_threshold: model.default_score_threshold(),
+            iou_threshold: 0.3,
+            min_face_size: 20.0,
+            max_faces: 16,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), DetectError> {
+        let unit = |name: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(DetectError::InvalidConfig(format!(
+                    "{name} must be in [0, 1], got {v}"
+                )))
+            }
+        };
+        unit("score_threshold", self.score_threshold)?;
+        unit("iou_threshold", self.iou_threshold)?;
+        if !(self.min_face_size.is_finite() && self.min_face_size >= 0.0) {
+            return Err(DetectError::InvalidConfig(format!(
+                "min_face_size must be a finite number >= 0, got {}",
+                self.min_face_size
+            )));
+        }
+        if self.max_faces == 0 {
+            return Err(DetectError::InvalidConfig(
+                "max_faces must be at least 1".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the face detector.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A [`DetectorConfig`] field is out of range.
+    #[error("invalid detector configuration: {0}")]
+    InvalidConfig(String),
+    /// The model file could not be read.
+    #[error("cannot read detector model {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model could not be parsed or optimised, or is not a BlazeFace graph of the
+    /// configured size.
+    #[error("cannot load detector model {origin}: {reason}")]
+    ModelLoad { origin: String, reason: String },
+    /// tract failed while running the model.
+    #[error("face detector inference failed: {0}")]
+    Inference(String),
+}
+
+/// Indices of the model outputs (scores, regressors) for each anchor grid, in anchor order,
+/// found by shape: `[1, n, 1]` and `[1, n, 16]`.
+#[derive(Debug, Clone)]
+struct OutputLayout {
+    groups: Vec<(usize, usize)>,
+}
+
+/// BlazeFace face detector. Loads and optimises its model once; [`Detector::detect`] takes
+/// `&self` and may be called from several threads at once.
+pub struct Detector {
+    config: DetectorConfig,
+    plan: Arc<TypedSimplePlan>,
+    anchors: Vec<Anchor>,
+    layout: OutputLayout,
+    /// Who runs the convolutions and 2x2 max-pools: ferrite's kernels, or tract (`None`).
+    kernels: Option<Backend>,
+    /// Idle sessions, one per thread that has detected concurrently so far.
+    sessions: Mutex<Vec<DetectorSession>>,
+}
+
+/// What one detection needs besides the plan, kept between frames so that a warm detector
+/// allocates neither a tract state nor an input tensor per frame.
+struct DetectorSession {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("config", &self.config)
+            .field("anchors", &self.anchors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Detector {
+    /// A detector running the embedded model selected by `config.model`.
+    pub fn new(config: DetectorConfig) -> Result<Self, DetectError> {
+        let origin = format!("(embedded {:?})", config.model);
+        Self::from_bytes(config.model.embedded(), &origin, config)
+    }
+
+    /// A detector running a user-supplied ONNX file in place of the embedded one. It must be a
+    /// tract-loadable BlazeFace graph with the input size of `config.model` (NHWC `1xSxSx3`,
+    /// range [-1, 1]) and the four outputs described in the module docs.
+    pub fn from_onnx_file(path: &Path, config: DetectorConfig) -> Result<Self, DetectError> {
+        let bytes = std::fs::read(path).map_err(|source| DetectError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string(), config)
+    }
+
+    fn from_bytes(bytes: &[u8], origin: &str, config: DetectorConfig) -> Result<Self, DetectError> {
+        let kernels = ConvKernels::from_env().map_err(|reason| DetectError::ModelLoad {
+            origin: origin.to_string(),
+            reason,
+        })?;
+        Self::from_bytes_with(bytes, origin, config, kernels)
+    }
+
+    /// [`Detector::new`] with the kernels given instead of taken from `FERRITE_CONV`.
+    pub fn with_kernels(config: DetectorConfig, kernels: ConvKernels) -> Result<Self, DetectError> {
+        let origin = format!("(embedded {:?})", config.model);
+        Self::from_bytes_with(config.model.embedded(), &origin, config, kernels)
+    }
+
+    fn from_bytes_with(
+        bytes: &[u8],
+        origin: &str,
+        config: DetectorConfig,
+        kernels: ConvKernels,
+    ) -> Result<Self, DetectError> {
+        config.validate()?;
+        let load_err = |reason: String| DetectError::ModelLoad {
+            origin: origin.to_string(),
+            reason,
+        };
+        let size = config.model.input_size();
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        Self::check_declared_input(&model, config.model).map_err(load_err)?;
+        let shape_err = |e: TractError| {
+            load_err(format!(
+                "{e:#} (model {:?} expects input 1x{size}x{size}x3)",
+                config.model
+            ))
+        };
+        let mut typed = model
+            .with_input_fact(0, f32::fact([1, size, size, 3]).into())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(shape_err)?;
+        let kernels =
+            crate::kernels::rewrite(&mut typed, kernels, crate::kernels::replace_detector_ops)
+                .map_err(|e| load_err(format!("{e:#}")))?;
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(shape_err)?;
+        let (anchors, group_sizes) = generate_anchors(size, &config.model.strides());
+        let layout = Self::output_layout(&plan, &group_sizes).map_err(load_err)?;
+        Ok(Detector {
+            config,
+            plan,
+            anchors,
+            layout,
+            kernels,
+            sessions: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Refuses a graph whose declared input shape is fixed and differs from `1xSxSx3`.
+    fn check_declared_input(model: &InferenceModel, which: DetectorModel) -> Result<(), String> {
+        use tract_onnx::tract_hir::infer::Factoid;
+        let inputs = model.input_outlets().map_err(|e| format!("{e:#}"))?;
+        if inputs.len() != 1 {
+            return Err(format!(
+                "expected one input, the graph has {}",
+                inputs.len()
+            ));
+        }
+        let fact = model.input_fact(0).map_err(|e| format!("{e:#}"))?;
+        let size = which.input_size() as i64;
+        if let Some(dims) = fact.shape.concretize() {
+            let dims: Vec<Option<i64>> = dims.iter().map(|d| d.to_i64().ok()).collect();
+            let fits = dims.len() == 4
+                && [Some(1), Some(size), Some(size), Some(3)]
+                    .iter()
+                    .zip(&dims)
+                    .all(|(want, got)| got.is_none() || got == want);
+            if !fits {
+                let shown: Vec<String> = dims
+                    .iter()
+                    .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                    .collect();
+                return Err(format!(
+                    "input shape is {}, but model {which:?} expects 1x{size}x{size}x3 (NHWC)",
+                    shown.join("x")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the score and regressor outputs of both anchor groups by their shapes.
+    fn output_layout(
+        plan: &TypedSimplePlan,
+        group_sizes: &[usize],
+    ) -> Result<OutputLayout, String> {
+        let model = plan.model();
+        let outlets = model.output_outlets().map_err(|e| format!("{e:#}"))?;
+        let mut shapes = Vec::with_capacity(outlets.len());
+        for outlet in outlets {
+            let fact = model.outlet_fact(*outlet).map_err(|e| format!("{e:#}"))?;
+            let shape = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.to_vec())
+                .ok_or_else(|| format!("output shape {:?} is not fixed", fact.shape))?;
+            if fact.datum_type != f32::datum_type() {
+                return Err(format!("output type {:?}, expected f32", fact.datum_type));
+            }
+            shapes.push(shape);
+        }
+        let find = |n: usize, width: usize| {
+            shapes
+                .iter()
+                .position(|s| s.as_slice() == [1, n, width])
+                .ok_or_else(|| {
+                    format!(
+                        "not a BlazeFace graph for this input size: expected an output of shape \
+                         [1, {n}, {width}], outputs are {shapes:?}"
+                    )
+                })
+        };
+        let groups = group_sizes
+            .iter()
+            .map(|&n| Ok((find(n, 1)?, find(n, COORDS)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(OutputLayout { groups })
+    }
+
+    /// The configuration this detector was built with.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// Who runs the convolutions and 2x2 max-pools (all but the heads): "direct-avx512", "direct-neon",
+    /// "direct-portable" or "tract".
+    pub fn kernels(&self) -> &'static str {
+        self.kernels.map_or("tract", Backend::name)
+    }
+
+    /// Runs the model on an NHWC input that `fill` writes (`1 x S x S x 3` values) and returns
+    /// its raw outputs. A warm caller reuses a session from the pool: its tract state, its ferrite
+    /// kernels' activations and its input tensor, so the run allocates only tract's own nodes'
+    /// outputs.
+    fn run_with(&self, fill: impl FnOnce(&mut [f32])) -> Result<TVec<TValue>, DetectError> {
+        let inference = |e: TractError| DetectError::Inference(format!("{e:#}"));
+        let pooled = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let size = self.config.model.input_size();
+        let fresh_input = || Tensor::zero::<f32>(&[1, size, size, 3]).map(Arc::new);
+        let mut session = match pooled {
+            Some(session) => session,
+            None => DetectorSession {
+                state: self.plan.spawn().map_err(inference)?,
+                input: fresh_input().map_err(inference)?,
+            },
+        };
+        // tract drops its inputs at the end of a run, so the tensor is normally ours alone again;
+        // should anything still hold it, the frame gets a new one rather than overwrite it.
+        if Arc::get_mut(&mut session.input).is_none() {
+            session.input = fresh_input().map_err(inference)?;
+        }
+        if let Some(input) = Arc::get_mut(&mut session.input) {
+            let mut plain = input.try_as_plain_ram_mut().map_err(inference)?;
+            fill(plain.as_slice_mut::<f32>().map_err(inference)?);
+        }
+        let outputs = session
+            .state
+            .run(tvec!(TValue::from_const(Arc::clone(&session.input))))
+            .map_err(inference)?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(session);
+        Ok(outputs)
+    }
+
+    /// The NHWC graph input that [`Detector::detect`] builds from `image` (letterboxed into the
+    /// model's square, RGB mapped to [-1, 1]), for timing or comparing the graph alone.
+    pub fn model_input(&self, image: &image::RgbImage) -> Vec<f32> {
+        let size = self.config.model.input_size() as u32;
+        let mut data = vec![-1.0; (size * size * 3) as usize];
+        let (w, h) = image.dimensions();
+        if w > 0 && h > 0 {
+            Letterbox::new(w, h, size).fill(image, &mut data);
+        }
+        data
+    }
+
+    /// Where the graph's time goes on a [`Detector::model_input`]: each tract operator kind's
+    /// median time over `runs` runs, slowest first.
+    pub fn profile(
+        &self,
+        input: &[f32],
+        runs: usize,
+    ) -> Result<Vec<crate::profile::OpTime>, DetectError> {
+        let size = self.config.model.input_size();
+        let inference = |e: TractError| DetectError::Inference(format!("{e:#}"));
+        let input = Tensor::from_shape(&[1, size, size, 3], input).map_err(inference)?;
+        let mut state = self.plan.spawn().map_err(inference)?;
+        crate::profile::per_operator(&mut state, input, runs).map_err(inference)
+    }
+
+    /// Runs the graph alone on a [`Detector::model_input`] (`1 x S x S x 3` values) and drops
+    /// its outputs: no anchor decoding, no suppression. For benchmarks.
+    pub fn run_model(&self, input: &[f32]) -> Result<(), DetectError> {
+        let size = self.config.model.input_size();
+        if input.len() != size * size * 3 {
+            return Err(DetectError::Inference(format!(
+                "expected 1x{size}x{size}x3 = {} input values, got {}",
+                size * size * 3,
+                input.len()
+            )));
+        }
+        self.run_with(|data| data.copy_from_slice(input)).map(drop)
+    }
+
+    /// Finds faces in an RGB frame of any size. Returns them best first, at most
+    /// `max_faces`, in frame pixels. An empty (0-pixel) frame has no faces.
+    pub fn detect(&self, image: &image::RgbImage) -> Result<Vec<Face>, DetectError> {
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let letterbox = Letterbox::new(w, h, self.config.model.input_size() as u32);
+        let outputs = self.run_with(|data| letterbox.fill(image, data))?;
+        self.faces(&outputs, &letterbox)
+    }
+
+    /// [`Detector::detect`] on a gray frame (the live pipeline's luma): the same faces as
+    /// detecting on the gray expanded to RGB, without building that RGB frame.
+    pub fn detect_gray(&self, gray: &image::GrayImage) -> Result<Vec<Face>, DetectError> {
+        let (w, h) = gray.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let letterbox = Letterbox::new(w, h, self.config.model.input_size() as u32);
+        let outputs = self.run_with(|data| letterbox.fill_gray(gray, data))?;
+        self.faces(&outputs, &letterbox)
+    }
+
+    /// Turns the graph's outputs for a letterboxed input into faces in frame pixels.
+    fn faces(&self, outputs: &[TValue], letterbox: &Letterbox) -> Result<Vec<Face>, DetectError> {
+        let size = self.config.model.input_size();
+        let mut dets = Vec::new();
+        let mut offset = 0;
+        for &(scores_ix, boxes_ix) in &self.layout.groups {
+            let slice = |ix: usize| -> Result<&[f32], DetectError> {
+                outputs
+                    .get(ix)
+                    .ok_or_else(|| DetectError::Inference(format!("missing output {ix}")))?
+                    .try_as_plain_ram()
+                    .and_then(|v| v.as_slice::<f32>())
+                    .map_err(|e| DetectError::Inference(format!("{e:#}")))
+            };
+            let scores = slice(scores_ix)?;
+            let boxes = slice(boxes_ix)?;
+            let anchors = self
+                .anchors
+                .get(offset..offset + scores.len())
+                .ok_or_else(|| {
+                    DetectError::Inference("model outputs more boxes than anchors".to_string())
+                })?;
+            decode(
+                scores,
+                boxes,
+                anchors,
+                size as f32,
+                self.config.score_threshold,
+                &mut dets,
+            );
+            offset += scores.len();
+        }
+
+        let faces = weighted_nms(dets, self.config.iou_threshold)
+            .into_iter()
+            .map(|d| to_face(&d, letterbox))
+            .filter(|f| f.bbox.w.max(f.bbox.h) >= self.config.min_face_size)
+            .take(self.config.max_faces)
+            .collect();
+        Ok(faces)
+    }
+}
+
+#[cfg(test)]
+mod tests;
