@@ -17,7 +17,20 @@ cargo clippy --all-targets -- -D warnings
 FERRITE_REQUIRE_HW="mosquitto,openssl" cargo test
 python3 -m pytest models/tests cross/tests -q
 
+# A build without the optional features (no V4L2 binding, so no bindgen or libclang) must still
+# classify images. It replaces target/debug/ferrite, so it runs after everything that uses the
+# default build (the equivalence check below does).
+minimal_build_classifies() {
+  cargo clippy --no-default-features --all-targets -- -D warnings
+  cargo test --no-default-features --lib capture
+  cargo run --no-default-features -q -- classify assets/astronaut.png > target/minimal-classify.jsonl
+  grep -q '"label"' target/minimal-classify.jsonl ||
+    { echo "test.sh: the --no-default-features build found no face"; exit 1; }
+  echo "test.sh: --no-default-features build classifies images"
+}
+
 if [ "${FERRITE_SKIP_ARM:-0}" = 1 ]; then
+  minimal_build_classifies
   echo "test.sh: Arm checks skipped (FERRITE_SKIP_ARM=1)"
   exit 0
 fi
@@ -27,3 +40,4 @@ export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 ./cross/build.sh --target aarch64
 python3 cross/equivalence.py --arch aarch64 --host target/debug/ferrite
 ./cross/emulated-board.sh --binary target/aarch64-unknown-linux-gnu/release/ferrite
+minimal_build_classifies

@@ -10,6 +10,8 @@
 pub mod decode;
 pub mod files;
 pub mod negotiate;
+pub mod devices;
+#[cfg(feature = "v4l2")]
 pub mod v4l2;
 pub mod y4m;
 
@@ -20,7 +22,16 @@ use serde::{Deserialize, Serialize};
 
 pub use files::ImageFilesSource;
 pub use negotiate::{Backoff, Interval, Mode, PixelFormat, Size};
-pub use v4l2::{list_devices, DeviceInfo, V4l2Source};
+pub use devices::DeviceInfo;
+#[cfg(not(feature = "v4l2"))]
+pub use devices::list_devices;
+#[cfg(feature = "v4l2")]
+pub use v4l2::{list_devices, V4l2Source};
+
+/// Why a camera cannot be opened by a build without the `v4l2` cargo feature.
+#[cfg(not(feature = "v4l2"))]
+pub const NO_V4L2: &str =
+    "this ferrite was built without V4L2 support (cargo feature v4l2); files and .y4m recordings work";
 pub use y4m::{Y4mChroma, Y4mSource, Y4mWriter};
 
 use crate::frame::{CaptureError, FrameSource};
@@ -91,7 +102,10 @@ pub fn open_source(
 ) -> Result<Box<dyn FrameSource>, CaptureError> {
     let path = Path::new(spec);
     if is_v4l2_path(path) {
+        #[cfg(feature = "v4l2")]
         return Ok(Box::new(V4l2Source::open(path, opts)?));
+        #[cfg(not(feature = "v4l2"))]
+        return Err(CaptureError::Fatal(format!("{}: {NO_V4L2}", path.display())));
     }
     let meta = std::fs::metadata(path)
         .map_err(|e| CaptureError::Fatal(format!("{}: {e}", path.display())))?;
@@ -148,6 +162,16 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(not(feature = "v4l2"))]
+    #[test]
+    fn without_v4l2_a_camera_is_a_clear_fatal_error() {
+        let err = open_source("/dev/video0", &CaptureOptions::default())
+            .err()
+            .expect("no camera without v4l2");
+        assert!(matches!(err, CaptureError::Fatal(_)), "{err}");
+        assert!(err.to_string().contains("cargo feature v4l2"), "{err}");
+    }
 
     #[test]
     fn options_deserialise_with_defaults_and_reject_unknown_keys() {

@@ -1,7 +1,6 @@
 //! V4L2 cameras: [`V4l2Source`] streams MMAP buffers and survives the camera going away;
 //! [`list_devices`] describes what each `/dev/video*` node offers.
 
-use std::fmt::Write as _;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -26,6 +25,7 @@ use super::negotiate::{
     fourcc_str, negotiate, Backoff, FormatCaps, Interval, IntervalRange, Mode, PixelFormat, Size,
     SizeCaps, SizeRange,
 };
+use super::devices::{video_nodes, DeviceInfo, FormatInfo, SizeInfo};
 use super::CaptureOptions;
 use crate::frame::{CaptureError, Frame, FrameSource};
 
@@ -523,56 +523,6 @@ impl Drop for V4l2Source {
     }
 }
 
-/// A V4L2 node as `ferrite devices` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceInfo {
-    pub path: String,
-    pub driver: String,
-    pub card: String,
-    pub bus: String,
-    /// Whether this node captures video (UVC cameras add metadata nodes that do not).
-    pub capture: bool,
-    pub formats: Vec<FormatInfo>,
-    /// Why the node could not be queried (busy, permissions), when it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FormatInfo {
-    pub fourcc: String,
-    pub description: String,
-    /// Whether ferrite decodes it.
-    pub supported: bool,
-    pub sizes: Vec<SizeInfo>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SizeInfo {
-    /// "640x480", or "16x16-1920x1080 step 8x8" for a range.
-    pub size: String,
-    /// Frame rates offered at that size (at the largest size of a range); for a range of rates,
-    /// its fastest and slowest.
-    pub fps: Vec<f64>,
-}
-
-/// `/dev/video*` nodes in numeric order.
-fn video_nodes() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/dev") else {
-        return Vec::new();
-    };
-    let mut nodes: Vec<(u32, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name();
-            let n = name.to_str()?.strip_prefix("video")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    nodes.sort();
-    nodes.into_iter().map(|(_, p)| p).collect()
-}
-
 fn round_fps(f: f64) -> f64 {
     (f * 100.0).round() / 100.0
 }
@@ -657,80 +607,9 @@ fn describe_node(path: &Path) -> DeviceInfo {
     info
 }
 
-/// The human-readable listing `ferrite devices` prints.
-pub fn format_device_table(devices: &[DeviceInfo]) -> String {
-    let mut out = String::new();
-    for d in devices {
-        let _ = write!(out, "{}", d.path);
-        if !d.card.is_empty() {
-            let _ = write!(out, "  {} ({}, {})", d.card, d.driver, d.bus);
-        }
-        if let Some(e) = &d.error {
-            let _ = writeln!(out, "  error: {e}");
-            continue;
-        }
-        if !d.capture {
-            let _ = writeln!(out, "  not a capture node");
-            continue;
-        }
-        let _ = writeln!(out);
-        for f in &d.formats {
-            let _ = writeln!(
-                out,
-                "  {:<4}  {}{}",
-                f.fourcc,
-                f.description,
-                if f.supported { "" } else { "  (not supported)" }
-            );
-            for s in &f.sizes {
-                let fps: Vec<String> = s.fps.iter().map(|f| format!("{f}")).collect();
-                let _ = writeln!(
-                    out,
-                    "        {:<12} {}",
-                    s.size,
-                    if fps.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{} fps", fps.join(", "))
-                    }
-                );
-            }
-        }
-    }
-    if !devices.iter().any(|d| d.capture) {
-        out.push_str("no V4L2 capture devices found\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_says_when_there_is_no_camera() {
-        assert_eq!(format_device_table(&[]), "no V4L2 capture devices found\n");
-        let table = format_device_table(&[DeviceInfo {
-            path: "/dev/video0".into(),
-            driver: "uvcvideo".into(),
-            card: "Webcam".into(),
-            bus: "usb-1".into(),
-            capture: true,
-            formats: vec![FormatInfo {
-                fourcc: "MJPG".into(),
-                description: "Motion-JPEG".into(),
-                supported: true,
-                sizes: vec![SizeInfo {
-                    size: "640x480".into(),
-                    fps: vec![30.0, 15.0],
-                }],
-            }],
-            error: None,
-        }]);
-        assert!(table.contains("/dev/video0  Webcam (uvcvideo, usb-1)"));
-        assert!(table.contains("640x480      30, 15 fps"));
-        assert!(!table.contains("no V4L2"));
-    }
 
     #[test]
     fn a_lost_camera_is_retried_with_backoff_and_never_fatal() {

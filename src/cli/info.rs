@@ -72,7 +72,7 @@ pub fn list_devices(json: bool) -> Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &devices)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", capture::v4l2::format_device_table(&devices))?;
+        write!(out, "{}", capture::devices::format_device_table(&devices))?;
     }
     Ok(ExitCode::SUCCESS)
 }
