@@ -98,7 +98,8 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let classifier = Classifier::build(&args.pipeline.options(&config.model))?;
+    // The config file gives classify its [display] only; the model comes from the flags.
+    let classifier = Classifier::build(&args.pipeline.options(&ModelConfig::default()))?;
     let mut display = open_display(args.display.as_ref().or(config.display.as_ref()));
     let jobs = expand_inputs(&args.inputs);
     let mut printer = Printer::new(args.pretty, args.landmarks);

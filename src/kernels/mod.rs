@@ -5,7 +5,7 @@
 //! Why: tract lowers every convolution to an im2col gather plus a matrix product. For the wide,
 //! shallow layers of the ensemble's backbones (16 or 32 channels at 48x48 and 24x24) the gather
 //! costs more than the arithmetic, and onnxruntime ran the fp32 ensemble 2.2-2.8x faster than tract
-//! on the same CPU (README, "Where tract's time went"). Here each chain of
+//! on the same CPU (docs/performance.md, "Where tract's time went"). Here each chain of
 //! `Conv 3x3 (+ ReLU) (+ MaxPool 3x3/2)` nodes becomes one [`ConvChain`] that keeps its activations
 //! in a channel-blocked layout (16 channels per vector, zero border included, so no Pad and no
 //! gather) and computes every output vector as a sum of broadcast inputs times weight vectors.
@@ -81,11 +81,11 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend that beat tract on this CPU, if any. x86_64 with AVX-512F: timed (README,
-    /// "Performance"). aarch64: NEON executed fewer instructions than tract's kernels on every
-    /// core counted under emulation (`cross/insn_count.py --kernels tract,neon`: the ensemble
-    /// 0.52x on the Cortex-A53, 0.81x on the A72 and A76; the detector 0.63-0.68x), an estimate,
-    /// not a timing. Elsewhere (x86_64 without AVX-512, 32-bit Arm) tract's kernels run.
+    /// The backend that beat tract on this CPU, if any. x86_64 with AVX-512F: timed
+    /// (docs/performance.md, "Both graphs"). aarch64: NEON executed fewer instructions than
+    /// tract's kernels on every core counted under emulation (`cross/insn_count.py --kernels
+    /// tract,neon`: the ensemble 0.52x on the Cortex-A53, 0.81x on the A57, A72 and A76; the
+    /// detector 0.50-0.57x; docs/performance.md, "Arm boards"), an estimate, not a timing. Elsewhere (x86_64 without AVX-512, 32-bit Arm) tract's kernels run.
     pub fn detect() -> Option<Backend> {
         if cfg!(target_arch = "aarch64") {
             return Some(Backend::Neon);
