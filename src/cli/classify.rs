@@ -22,7 +22,7 @@ use super::{detector_parser, display_spec, unit_interval, PipelineArgs, EXIT_INP
 
 #[derive(Args)]
 pub struct ClassifyArgs {
-    /// Image files or directories (searched recursively for png, jpg, jpeg, bmp, pgm, ppm).
+    /// Image files or directories (searched recursively for png, jpg, jpeg, bmp, pgm, ppm, pnm).
     #[arg(required = true, value_name = "IMAGE|DIR")]
     inputs: Vec<PathBuf>,
 
