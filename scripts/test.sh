@@ -17,14 +17,14 @@ cargo clippy --all-targets -- -D warnings
 FERRITE_REQUIRE_HW="mosquitto,openssl" cargo test
 python3 -m pytest models/tests cross/tests -q
 
-# A build without the optional features (no V4L2 binding, so no bindgen or libclang) must still
+# A build without the optional features (no V4L2 binding, no MQTT: neither bindgen nor ring) must still
 # classify images: its CLI tests run the binary on the sample image. Test builds only, so that the
 # dependencies built for `cargo test` above are reused (a plain `cargo build` resolves features
 # without the dev-dependencies and would rebuild all of them). It replaces target/debug/ferrite, so
 # it runs after everything that uses the default build (the equivalence check below does).
 minimal_build_classifies() {
   cargo clippy --no-default-features --all-targets -- -D warnings
-  cargo test --no-default-features --lib capture
+  cargo test --no-default-features --lib
   cargo test --no-default-features --test it cli::
   echo "test.sh: the --no-default-features build classifies images"
 }

@@ -148,5 +148,4 @@ mod tests {
         assert!(table.contains("640x480      30, 15 fps"));
         assert!(!table.contains("no V4L2"));
     }
-
 }

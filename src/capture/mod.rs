@@ -8,9 +8,9 @@
 //! - [`y4m`] has [`Y4mSource`] and [`Y4mWriter`].
 
 pub mod decode;
+pub mod devices;
 pub mod files;
 pub mod negotiate;
-pub mod devices;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 pub mod y4m;
@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use files::ImageFilesSource;
-pub use negotiate::{Backoff, Interval, Mode, PixelFormat, Size};
-pub use devices::DeviceInfo;
 #[cfg(not(feature = "v4l2"))]
 pub use devices::list_devices;
+pub use devices::DeviceInfo;
+pub use files::ImageFilesSource;
+pub use negotiate::{Backoff, Interval, Mode, PixelFormat, Size};
 #[cfg(feature = "v4l2")]
 pub use v4l2::{list_devices, V4l2Source};
 
@@ -105,7 +105,10 @@ pub fn open_source(
         #[cfg(feature = "v4l2")]
         return Ok(Box::new(V4l2Source::open(path, opts)?));
         #[cfg(not(feature = "v4l2"))]
-        return Err(CaptureError::Fatal(format!("{}: {NO_V4L2}", path.display())));
+        return Err(CaptureError::Fatal(format!(
+            "{}: {NO_V4L2}",
+            path.display()
+        )));
     }
     let meta = std::fs::metadata(path)
         .map_err(|e| CaptureError::Fatal(format!("{}: {e}", path.display())))?;

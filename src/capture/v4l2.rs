@@ -21,11 +21,11 @@ use v4l::video::Capture;
 use v4l::Device;
 
 use super::decode;
+use super::devices::{video_nodes, DeviceInfo, FormatInfo, SizeInfo};
 use super::negotiate::{
     fourcc_str, negotiate, Backoff, FormatCaps, Interval, IntervalRange, Mode, PixelFormat, Size,
     SizeCaps, SizeRange,
 };
-use super::devices::{video_nodes, DeviceInfo, FormatInfo, SizeInfo};
 use super::CaptureOptions;
 use crate::frame::{CaptureError, Frame, FrameSource};
 

@@ -17,7 +17,6 @@ use ferrite::gpio::GpioOutputs;
 use ferrite::pipeline;
 use ferrite::sink::json::JsonSink;
 use ferrite::sink::local::{DisplaySink, GpioSink, SystemdSink};
-use ferrite::sink::mqtt::MqttSink;
 use ferrite::sink::Sink;
 
 use super::classify::open_display;
@@ -182,9 +181,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         sinks.push(Box::new(JsonSink::new(&config.json)?));
     }
     if config.mqtt.host.is_some() {
-        let sink = MqttSink::start(&config.mqtt)?;
-        log::info!("mqtt: publishing under {}", sink.topics().availability);
-        sinks.push(Box::new(sink));
+        #[cfg(feature = "mqtt")]
+        {
+            let sink = ferrite::sink::mqtt::MqttSink::start(&config.mqtt)?;
+            log::info!("mqtt: publishing under {}", sink.topics().availability);
+            sinks.push(Box::new(sink));
+        }
+        #[cfg(not(feature = "mqtt"))]
+        anyhow::bail!(
+            "an MQTT host is configured, but this ferrite was built without MQTT (cargo feature mqtt)"
+        );
     }
     if let Some(display) = open_display(config.display.as_ref()) {
         sinks.push(Box::new(DisplaySink::new(display)));

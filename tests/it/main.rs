@@ -9,6 +9,7 @@ mod detect;
 mod display;
 mod events_schema;
 mod gpio_cdev;
+#[cfg(feature = "mqtt")]
 mod mqtt;
 mod needs;
 mod pipeline;
