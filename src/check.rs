@@ -182,11 +182,17 @@ fn check_display(display: &DisplayConfig) -> Vec<CheckItem> {
         DisplayConfig::Framebuffer(c) => vec![check_node("display framebuffer", &c.device)],
         DisplayConfig::Png(c) => vec![item(
             format!("display png {}", c.path.display()),
-            crate::display::png::check_folder(&c.path).map(|()| "folder exists".into()),
+            crate::display::check_png_folder(&c.path).map(|()| "folder exists".into()),
         )],
     }
 }
 
+#[cfg(not(feature = "gpio"))]
+fn check_chip(_chip: &str, _lines: &[u32]) -> Result<String, String> {
+    Err(gpio::NO_GPIO.into())
+}
+
+#[cfg(feature = "gpio")]
 fn check_chip(chip: &str, lines: &[u32]) -> Result<String, String> {
     let chip = gpio::open_chip(chip).map_err(|e| e.to_string())?;
     let n = chip.num_lines();

@@ -13,8 +13,11 @@ use ferrite::capture::files::{expand_inputs, Job};
 use ferrite::classify::{Classifier, ClassifierOptions, ClassifySession, FaceResult};
 use ferrite::config::{Config, ModelConfig};
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
-use ferrite::display::{Display, DisplayConfig};
+#[cfg(feature = "display")]
+use ferrite::display::Display;
+use ferrite::display::DisplayConfig;
 use ferrite::evaluate::{self, Confusion};
+#[cfg(feature = "display")]
 use ferrite::output::OutputState;
 use ferrite::workers;
 
@@ -100,7 +103,6 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     };
     // The config file gives classify its [display] only; the model comes from the flags.
     let classifier = Classifier::build(&args.pipeline.options(&ModelConfig::default()))?;
-    let mut display = open_display(args.display.as_ref().or(config.display.as_ref()));
     let jobs = expand_inputs(&args.inputs);
     let mut printer = Printer::new(args.pretty, args.landmarks);
     let mut last_faces = None;
@@ -111,16 +113,10 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         printer.print(&path.display().to_string(), &outcome)
     })?;
     printer.finish()?;
-    if let Some(display) = &mut display {
-        match &last_faces {
-            Some(faces) => {
-                if let Err(e) = display.update(&OutputState::new(faces, None)) {
-                    log::warn!("{e}");
-                }
-            }
-            None => log::warn!("{}: no image was classified, nothing shown", display.name()),
-        }
-    }
+    show_last(
+        args.display.as_ref().or(config.display.as_ref()),
+        last_faces.as_deref(),
+    );
 
     if printer.failed > 0 {
         eprintln!(
@@ -233,6 +229,7 @@ pub fn calibrate_crop(args: CalibrateArgs) -> Result<ExitCode> {
 }
 
 /// A display is an extra: when it cannot be opened, say why and keep classifying.
+#[cfg(feature = "display")]
 pub fn open_display(config: Option<&DisplayConfig>) -> Option<Display> {
     match Display::open(config?) {
         Ok(display) => Some(display),
@@ -240,6 +237,29 @@ pub fn open_display(config: Option<&DisplayConfig>) -> Option<Display> {
             log::warn!("{e}; continuing without a display");
             None
         }
+    }
+}
+
+/// Shows the last image's faces on the configured display, if any.
+#[cfg(feature = "display")]
+fn show_last(config: Option<&DisplayConfig>, faces: Option<&[FaceResult]>) {
+    let Some(mut display) = open_display(config) else {
+        return;
+    };
+    match faces {
+        Some(faces) => {
+            if let Err(e) = display.update(&OutputState::new(faces, None)) {
+                log::warn!("{e}");
+            }
+        }
+        None => log::warn!("{}: no image was classified, nothing shown", display.name()),
+    }
+}
+
+#[cfg(not(feature = "display"))]
+fn show_last(config: Option<&DisplayConfig>, _faces: Option<&[FaceResult]>) {
+    if config.is_some() {
+        log::warn!("{}; nothing shown", ferrite::display::NO_DISPLAY);
     }
 }
 

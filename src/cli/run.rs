@@ -13,12 +13,12 @@ use ferrite::capture::{self, Size};
 use ferrite::classify::Classifier;
 use ferrite::config::{Config, MqttOverrides, Overrides};
 use ferrite::display::DisplayConfig;
-use ferrite::gpio::GpioOutputs;
 use ferrite::pipeline;
 use ferrite::sink::json::JsonSink;
-use ferrite::sink::local::{DisplaySink, GpioSink, SystemdSink};
+use ferrite::sink::local::SystemdSink;
 use ferrite::sink::Sink;
 
+#[cfg(feature = "display")]
 use super::classify::open_display;
 use super::{display_spec, positive, smoothing, unit_interval, PipelineArgs, EXIT_INPUT_FAILED};
 
@@ -192,14 +192,29 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "an MQTT host is configured, but this ferrite was built without MQTT (cargo feature mqtt)"
         );
     }
+    #[cfg(feature = "display")]
     if let Some(display) = open_display(config.display.as_ref()) {
-        sinks.push(Box::new(DisplaySink::new(display)));
+        sinks.push(Box::new(ferrite::sink::local::DisplaySink::new(display)));
+    }
+    #[cfg(not(feature = "display"))]
+    if config.display.is_some() {
+        log::warn!(
+            "{}; continuing without a display",
+            ferrite::display::NO_DISPLAY
+        );
     }
     if let Some(gpio) = &config.gpio {
-        match GpioOutputs::new(gpio) {
-            Ok(outputs) => sinks.push(Box::new(GpioSink::new(outputs))),
+        #[cfg(feature = "gpio")]
+        match ferrite::gpio::GpioOutputs::new(gpio) {
+            Ok(outputs) => sinks.push(Box::new(ferrite::sink::local::GpioSink::new(outputs))),
             Err(e) => log::warn!("gpio: {e}; continuing without GPIO outputs"),
         }
+        #[cfg(not(feature = "gpio"))]
+        log::warn!(
+            "gpio {}: {}; continuing without GPIO outputs",
+            gpio.chip,
+            ferrite::gpio::NO_GPIO
+        );
     }
     sinks.push(Box::new(SystemdSink::ready()));
 

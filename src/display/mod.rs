@@ -2,18 +2,26 @@
 //! panels over SPI, the Linux framebuffer, or a PNG file. [`Display::open`] builds one from its
 //! configuration and [`Display::update`] redraws it, once per frame.
 
+#[cfg(feature = "display")]
 pub mod canvas;
+#[cfg(feature = "display")]
 pub mod fbdev;
+#[cfg(feature = "display")]
 pub mod oled;
+#[cfg(feature = "display")]
 pub mod png;
+#[cfg(feature = "display")]
 pub mod tft;
+#[cfg(feature = "display")]
 pub mod ui;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "display")]
 use embedded_graphics::prelude::Size;
 use serde::Deserialize;
 
+#[cfg(feature = "display")]
 use crate::output::OutputState;
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +199,24 @@ impl DisplayConfig {
     }
 }
 
+/// The folder a PNG display writes into must exist (`ferrite check` asks the same).
+pub fn check_png_folder(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("folder {} does not exist", dir.display()))
+    }
+}
+
+/// Why a display cannot be opened by a build without the `display` cargo feature.
+#[cfg(not(feature = "display"))]
+pub const NO_DISPLAY: &str =
+    "this ferrite was built without display support (cargo feature display)";
+
 fn parse_size(s: &str) -> Option<(u32, u32)> {
     let (w, h) = s.split_once(['x', 'X'])?;
     let (w, h) = (w.parse().ok()?, h.parse().ok()?);
@@ -204,6 +230,7 @@ fn parse_address(s: &str) -> Option<u8> {
     }
 }
 
+#[cfg(feature = "display")]
 enum Target {
     Png(png::PngDisplay),
     Framebuffer(fbdev::Framebuffer),
@@ -213,11 +240,13 @@ enum Target {
 
 /// A configured display. Opening fails with a reason when its bus or device is missing; the
 /// caller logs it and keeps classifying.
+#[cfg(feature = "display")]
 pub struct Display {
     target: Target,
     name: String,
 }
 
+#[cfg(feature = "display")]
 impl Display {
     pub fn open(config: &DisplayConfig) -> Result<Display, DisplayError> {
         let (target, name) = match config {
@@ -274,5 +303,5 @@ impl Display {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "display"))]
 mod tests;

@@ -14,19 +14,6 @@ pub struct PngDisplay {
     size: Size,
 }
 
-/// The folder a PNG display writes into must exist (`ferrite check` asks the same).
-pub fn check_folder(path: &Path) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(format!("folder {} does not exist", dir.display()))
-    }
-}
-
 impl PngDisplay {
     /// Fails when the PNG's folder does not exist, so that a typo shows at start-up rather than
     /// at the first frame.
@@ -34,7 +21,7 @@ impl PngDisplay {
         if size.width == 0 || size.height == 0 {
             return Err(DisplayError::Config(format!("png size {size:?} is empty")));
         }
-        check_folder(path).map_err(|reason| DisplayError::Device {
+        super::check_png_folder(path).map_err(|reason| DisplayError::Device {
             device: path.display().to_string(),
             reason,
         })?;

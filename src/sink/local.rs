@@ -3,11 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "gpio")]
 use embedded_hal::digital::OutputPin;
 
 use crate::classify::FaceResult;
+#[cfg(feature = "display")]
 use crate::display::Display;
+#[cfg(feature = "gpio")]
 use crate::gpio::GpioOutputs;
+#[cfg(any(feature = "display", feature = "gpio"))]
 use crate::output::OutputState;
 use crate::sink::{Sink, SinkError};
 use crate::track::FrameUpdate;
@@ -32,11 +36,13 @@ pub fn faces_of(update: &FrameUpdate) -> Vec<FaceResult> {
 }
 
 /// Frames per second over a sliding second, from the stream's own timestamps.
+#[cfg(feature = "display")]
 #[derive(Default)]
 struct FpsMeter {
     window: std::collections::VecDeque<Duration>,
 }
 
+#[cfg(feature = "display")]
 impl FpsMeter {
     fn tick(&mut self, t: Duration) -> Option<f32> {
         self.window.push_back(t);
@@ -54,12 +60,14 @@ impl FpsMeter {
 
 /// Draws every frame's state on a display. A display that fails mid-run (a loose I2C cable) is
 /// reported once and then left alone, so inference goes on.
+#[cfg(feature = "display")]
 pub struct DisplaySink {
     display: Display,
     fps: FpsMeter,
     failed: bool,
 }
 
+#[cfg(feature = "display")]
 impl DisplaySink {
     pub fn new(display: Display) -> Self {
         DisplaySink {
@@ -70,6 +78,7 @@ impl DisplaySink {
     }
 }
 
+#[cfg(feature = "display")]
 impl Sink for DisplaySink {
     fn name(&self) -> &str {
         "display"
@@ -90,16 +99,19 @@ impl Sink for DisplaySink {
 }
 
 /// Switches GPIO lines from every frame's state; `close` returns them to their safe state.
+#[cfg(feature = "gpio")]
 pub struct GpioSink<P: OutputPin> {
     outputs: GpioOutputs<P>,
 }
 
+#[cfg(feature = "gpio")]
 impl<P: OutputPin> GpioSink<P> {
     pub fn new(outputs: GpioOutputs<P>) -> Self {
         GpioSink { outputs }
     }
 }
 
+#[cfg(feature = "gpio")]
 impl<P: OutputPin + Send> Sink for GpioSink<P> {
     fn name(&self) -> &str {
         "gpio"
@@ -170,6 +182,7 @@ impl Sink for SystemdSink {
 mod tests {
     use super::*;
     use crate::classify::Scores;
+    use crate::output::OutputState;
     use crate::track::{Stamp, TrackState};
 
     fn update(t_ms: u64, labels: &[&str]) -> FrameUpdate {
@@ -209,6 +222,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "display")]
     #[test]
     fn fps_comes_from_stream_time() {
         let mut meter = FpsMeter::default();
@@ -221,12 +235,15 @@ mod tests {
     }
 
     /// Records (line, level) writes; shared so the test can read it after the sink is closed.
+    #[cfg(feature = "gpio")]
     struct Pin(u32, std::sync::Arc<std::sync::Mutex<Vec<(u32, bool)>>>);
 
+    #[cfg(feature = "gpio")]
     impl embedded_hal::digital::ErrorType for Pin {
         type Error = std::convert::Infallible;
     }
 
+    #[cfg(feature = "gpio")]
     impl OutputPin for Pin {
         fn set_low(&mut self) -> Result<(), Self::Error> {
             self.1.lock().unwrap().push((self.0, false));
@@ -238,6 +255,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "gpio")]
     #[test]
     fn the_gpio_sink_follows_the_primary_track_and_closes_safe() {
         let config: crate::gpio::GpioConfig = toml::from_str(
@@ -269,6 +287,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "display")]
     #[test]
     fn the_display_sink_renders_the_primary_track() {
         let dir = tempfile::tempdir().unwrap();

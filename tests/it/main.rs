@@ -6,8 +6,10 @@ mod capture;
 mod cli;
 mod deploy;
 mod detect;
+#[cfg(feature = "display")]
 mod display;
 mod events_schema;
+#[cfg(feature = "gpio")]
 mod gpio_cdev;
 #[cfg(feature = "mqtt")]
 mod mqtt;
