@@ -333,6 +333,7 @@ fn landmarks_are_in_frame_pixels_on_the_face() {
     assert!(json_lines(&without)[0].get("landmarks").is_none());
 }
 
+#[cfg(feature = "display")]
 #[test]
 fn display_png_shows_the_classified_face() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,6 +363,7 @@ fn display_png_shows_the_classified_face() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+#[cfg(feature = "display")]
 #[test]
 fn a_missing_display_is_a_warning_and_classification_goes_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -131,6 +131,7 @@ fn a_closed_stdout_ends_the_run() {
     assert!(first.contains("\"schema\":1"), "{first}");
 }
 
+#[cfg(feature = "display")]
 #[test]
 fn board_config_and_display_layer_into_a_run() {
     let dir = tempfile::tempdir().unwrap();
