@@ -6,15 +6,22 @@
 #   FERRITE_SKIP_ARM=1 ./scripts/test.sh    everything but the Arm checks (about 20 minutes less)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's start, in seconds since the script began: where CI's time goes.
+stage() { printf '[test.sh %5ds] %s\n' "$SECONDS" "$*"; }
+stage "setup.sh --dev"
 ./scripts/setup.sh --dev
 export PATH="$HOME/.cargo/bin:$PATH"   # a toolchain setup.sh just installed
 # A one-off build gains nothing from incremental state; it only costs disk.
 export CARGO_INCREMENTAL=0
+stage "cargo fmt --check"
 cargo fmt --check
+stage "cargo clippy --all-targets"
 cargo clippy --all-targets -- -D warnings
 # setup.sh --dev installed the broker (and ca-certificates brings openssl): the tests that need
 # them must run, not skip (tests/it/needs.rs).
+stage "cargo test"
 FERRITE_REQUIRE_HW="mosquitto,openssl" cargo test
+stage "pytest"
 python3 -m pytest models/tests cross/tests -q
 
 # A build without the optional features (no V4L2 binding, no MQTT: neither bindgen nor ring) must still
@@ -23,6 +30,7 @@ python3 -m pytest models/tests cross/tests -q
 # without the dev-dependencies and would rebuild all of them). It replaces target/debug/ferrite, so
 # it runs after everything that uses the default build (the equivalence check below does).
 minimal_build_classifies() {
+  stage "the --no-default-features build: clippy, lib tests, CLI tests"
   cargo clippy --no-default-features --all-targets -- -D warnings
   cargo test --no-default-features --lib
   cargo test --no-default-features --test it cli::
@@ -31,13 +39,17 @@ minimal_build_classifies() {
 
 if [ "${FERRITE_SKIP_ARM:-0}" = 1 ]; then
   minimal_build_classifies
-  echo "test.sh: Arm checks skipped (FERRITE_SKIP_ARM=1)"
+  stage "done: Arm checks skipped (FERRITE_SKIP_ARM=1)"
   exit 0
 fi
 # The checks' binaries need no LTO (the results are the same; see cross/build.sh --fast), and the
 # board script's feeder example must share these settings or every dependency builds twice.
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+stage "cross/build.sh --target aarch64"
 ./cross/build.sh --target aarch64
+stage "cross/equivalence.py under qemu-user"
 python3 cross/equivalence.py --arch aarch64 --host target/debug/ferrite
+stage "cross/emulated-board.sh"
 ./cross/emulated-board.sh --binary target/aarch64-unknown-linux-gnu/release/ferrite
 minimal_build_classifies
+stage "done: all stages passed"
