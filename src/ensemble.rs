@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use image::GrayImage;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::align::{self, ClaheScratch};
+use crate::graph::ReusedTensor;
 use crate::kernels::{Backend, ConvKernels};
 use crate::models::{Manifest, ModelSource};
 pub use crate::profile::OpTime;
+use tract_onnx::tract_core::internal::bail;
 
 /// 68-point landmarks (iBUG 300-W order), in crop coordinates normalised to [0, 1].
 pub const LANDMARK_POINTS: usize = 68;
@@ -176,8 +177,13 @@ impl Ensemble {
             )));
         }
         let spec = &manifest.input;
-        check_declared_input(&model, &[spec.channels, spec.height, spec.width])
-            .map_err(interface)?;
+        let declared = [
+            None,
+            Some(spec.channels),
+            Some(spec.height),
+            Some(spec.width),
+        ];
+        crate::graph::check_declared_input(&model, &declared).map_err(interface)?;
         let model = model
             .with_input_fact(
                 0,
@@ -322,7 +328,7 @@ impl Ensemble {
             pixels: Vec::new(),
             equalised: GrayImage::new(0, 0),
             clahe: ClaheScratch::default(),
-            input: None,
+            input: ReusedTensor::default(),
         })
     }
 }
@@ -362,30 +368,6 @@ fn to_f16(model: &mut TypedModel) -> Result<(), String> {
     transform.transform(model).map_err(|e| format!("{e:#}"))
 }
 
-/// The graph's own input shape (batch aside) must be the manifest's: a fully convolutional model
-/// would otherwise run at the wrong size and answer nonsense.
-fn check_declared_input(model: &InferenceModel, chw: &[usize; 3]) -> Result<(), String> {
-    let fact = model.input_fact(0).map_err(|e| format!("{e:#}"))?;
-    let dims: Vec<Option<i64>> = fact
-        .shape
-        .dims()
-        .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
-        .collect();
-    let matches = dims.len() == 4
-        && dims[1..]
-            .iter()
-            .zip(chw)
-            .all(|(got, want)| got.is_none_or(|g| g == *want as i64));
-    if matches {
-        Ok(())
-    } else {
-        Err(format!(
-            "the graph's input is {:?}, the manifest says [N, {}, {}, {}]",
-            fact.shape, chw[0], chw[1], chw[2]
-        ))
-    }
-}
-
 fn has_output(model: &InferenceModel, name: &str) -> bool {
     model.nodes().iter().any(|n| {
         n.name == name
@@ -407,7 +389,7 @@ pub struct Session<'a> {
     equalised: GrayImage,
     clahe: ClaheScratch,
     /// The f32 input tensor of the last run, refilled in place when tract has let go of it.
-    input: Option<Arc<Tensor>>,
+    input: ReusedTensor,
 }
 
 impl Session<'_> {
@@ -492,37 +474,28 @@ impl Session<'_> {
         Ok(input)
     }
 
-    /// [`Session::input_tensor`] as the value a run takes. An f32 input is copied into the
-    /// previous run's tensor when tract has dropped it (it drops its inputs at the end of a run),
-    /// so a warm session allocates no input tensor.
+    /// [`Session::input_tensor`] as the value a run takes; an f32 input refills the previous
+    /// run's tensor ([`ReusedTensor`]), so a warm session allocates no input tensor.
     fn input_value(&mut self) -> Result<TValue, EnsembleError> {
         if self.ensemble.input_type != f32::datum_type() {
             return Ok(self.input_tensor()?.into_tvalue());
         }
+        self.replicate_channels()?;
         let spec = &self.ensemble.manifest.input;
-        let shape = [1, spec.channels, spec.height, spec.width];
-        let reusable = self
-            .input
-            .as_mut()
-            .and_then(Arc::get_mut)
-            .is_some_and(|t| t.shape() == shape);
-        if !reusable {
-            self.input = Some(Arc::new(self.input_tensor()?));
-        } else {
-            self.replicate_channels()?;
-            let Some(tensor) = self.input.as_mut().and_then(Arc::get_mut) else {
-                return Err(EnsembleError::Run("input tensor still in use".to_string()));
-            };
-            let mut plain = tensor.try_as_plain_ram_mut().map_err(run_error)?;
-            plain
-                .as_slice_mut::<f32>()
-                .map_err(run_error)?
-                .copy_from_slice(&self.pixels);
-        }
-        match &self.input {
-            Some(input) => Ok(TValue::from_const(Arc::clone(input))),
-            None => Err(EnsembleError::Run("no input tensor".to_string())),
-        }
+        let pixels = &self.pixels;
+        self.input
+            .refill(&[1, spec.channels, spec.height, spec.width], |values| {
+                if values.len() != pixels.len() {
+                    bail!(
+                        "input has {} values, the tensor {}",
+                        pixels.len(),
+                        values.len()
+                    );
+                }
+                values.copy_from_slice(pixels);
+                Ok(())
+            })
+            .map_err(run_error)
     }
 
     /// Where the time of one graph run goes: runs the prepared input `runs` times, timing every

@@ -3,7 +3,8 @@
 //! Data flows one way through the stages, one module each:
 //! [`detect`] (BlazeFace) -> [`align`] (crop, level, CLAHE, normalise) -> [`ensemble`] (the
 //! part-based model). [`classify`] ties them together for still images; [`models`] owns the
-//! manifests and the embedded model files; [`calibrate`] measures the crop framing of a training
+//! manifests and the embedded model files (the input check every loaded graph passes is in
+//! `graph`); [`calibrate`] measures the crop framing of a training
 //! set so that runtime crops match it; [`evaluate`] counts accuracy on a labelled folder tree;
 //! [`bench`] times each stage.
 //!
@@ -27,6 +28,7 @@ pub mod ensemble;
 pub mod evaluate;
 pub mod frame;
 pub mod gpio;
+mod graph;
 pub mod kernels;
 pub mod models;
 pub mod output;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
+use crate::graph::ReusedTensor;
 use crate::kernels::{Backend, ConvKernels};
 
 mod decode;
@@ -282,7 +283,7 @@ pub struct Detector {
 /// allocates neither a tract state nor an input tensor per frame.
 struct DetectorSession {
     state: TypedSimpleState,
-    input: Arc<Tensor>,
+    input: ReusedTensor,
 }
 
 impl std::fmt::Debug for Detector {
@@ -341,7 +342,9 @@ impl Detector {
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| load_err(format!("{e:#}")))?;
-        Self::check_declared_input(&model, config.model).map_err(load_err)?;
+        // NHWC, one image.
+        crate::graph::check_declared_input(&model, &[Some(1), Some(size), Some(size), Some(3)])
+            .map_err(|e| load_err(format!("{e} (model {:?})", config.model)))?;
         let shape_err = |e: TractError| {
             load_err(format!(
                 "{e:#} (model {:?} expects input 1x{size}x{size}x3)",
@@ -370,39 +373,6 @@ impl Detector {
             kernels,
             sessions: Mutex::new(Vec::new()),
         })
-    }
-
-    /// Refuses a graph whose declared input shape is fixed and differs from `1xSxSx3`.
-    fn check_declared_input(model: &InferenceModel, which: DetectorModel) -> Result<(), String> {
-        use tract_onnx::tract_hir::infer::Factoid;
-        let inputs = model.input_outlets().map_err(|e| format!("{e:#}"))?;
-        if inputs.len() != 1 {
-            return Err(format!(
-                "expected one input, the graph has {}",
-                inputs.len()
-            ));
-        }
-        let fact = model.input_fact(0).map_err(|e| format!("{e:#}"))?;
-        let size = which.input_size() as i64;
-        if let Some(dims) = fact.shape.concretize() {
-            let dims: Vec<Option<i64>> = dims.iter().map(|d| d.to_i64().ok()).collect();
-            let fits = dims.len() == 4
-                && [Some(1), Some(size), Some(size), Some(3)]
-                    .iter()
-                    .zip(&dims)
-                    .all(|(want, got)| got.is_none() || got == want);
-            if !fits {
-                let shown: Vec<String> = dims
-                    .iter()
-                    .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
-                    .collect();
-                return Err(format!(
-                    "input shape is {}, but model {which:?} expects 1x{size}x{size}x3 (NHWC)",
-                    shown.join("x")
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Finds the score and regressor outputs of both anchor groups by their shapes.
@@ -466,27 +436,21 @@ impl Detector {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
         let size = self.config.model.input_size();
-        let fresh_input = || Tensor::zero::<f32>(&[1, size, size, 3]).map(Arc::new);
         let mut session = match pooled {
             Some(session) => session,
             None => DetectorSession {
                 state: self.plan.spawn().map_err(inference)?,
-                input: fresh_input().map_err(inference)?,
+                input: ReusedTensor::default(),
             },
         };
-        // tract drops its inputs at the end of a run, so the tensor is normally ours alone again;
-        // should anything still hold it, the frame gets a new one rather than overwrite it.
-        if Arc::get_mut(&mut session.input).is_none() {
-            session.input = fresh_input().map_err(inference)?;
-        }
-        if let Some(input) = Arc::get_mut(&mut session.input) {
-            let mut plain = input.try_as_plain_ram_mut().map_err(inference)?;
-            fill(plain.as_slice_mut::<f32>().map_err(inference)?);
-        }
-        let outputs = session
-            .state
-            .run(tvec!(TValue::from_const(Arc::clone(&session.input))))
+        let input = session
+            .input
+            .refill(&[1, size, size, 3], |values| {
+                fill(values);
+                Ok(())
+            })
             .map_err(inference)?;
+        let outputs = session.state.run(tvec!(input)).map_err(inference)?;
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -5,6 +5,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::graph::ReusedTensor;
 use crate::kernels::conv_chain::SCRATCH;
 use crate::kernels::depthwise::with_phase_planes;
 use crate::kernels::{ConvChain, Depthwise3x3, ImageConv, MaxPool2x2, Pointwise};
@@ -35,20 +36,19 @@ fn eval_fresh<K: Kernel>(op: &K, inputs: &[TValue]) -> TractResult<TVec<TValue>>
     Ok(tvec!(output.into_tvalue()))
 }
 
-/// A ferrite op's state in one session (one `SimpleState`): its last output. When every reader of
-/// that tensor has dropped it (tract flushes a value once its last consumer ran), the next turn
-/// writes into it in place, so a warm session allocates none of these activations. While anyone
-/// still holds it (a caller keeping a graph output), the op allocates a new one, as tract would.
+/// A ferrite op's state in one session (one `SimpleState`): its last output, written in place on
+/// the next turn once every reader has dropped it (tract flushes a value after its last consumer
+/// ran), so a warm session allocates none of these activations.
 #[derive(Debug)]
 struct ReusedOutput<K> {
-    last: Option<Arc<Tensor>>,
+    last: ReusedTensor,
     kernel: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> Default for ReusedOutput<K> {
     fn default() -> Self {
         ReusedOutput {
-            last: None,
+            last: ReusedTensor::default(),
             kernel: std::marker::PhantomData,
         }
     }
@@ -76,25 +76,10 @@ impl<K: Kernel> OpState for ReusedOutput<K> {
             );
         };
         let shape = op.output_shape(&inputs)?;
-        let reusable = self
+        let output = self
             .last
-            .as_mut()
-            .and_then(Arc::get_mut)
-            .is_some_and(|t| t.shape() == &*shape);
-        if !reusable {
-            self.last = Some(Arc::new(Tensor::zero::<f32>(&shape)?));
-        }
-        let Some(tensor) = self.last.as_mut().and_then(Arc::get_mut) else {
-            bail!("{}: output buffer unexpectedly shared", op.name());
-        };
-        {
-            let mut plain = tensor.try_as_plain_ram_mut()?;
-            op.compute(&inputs, plain.as_slice_mut::<f32>()?)?;
-        }
-        let Some(last) = &self.last else {
-            bail!("{}: output buffer missing", op.name());
-        };
-        Ok(tvec!(TValue::from_const(Arc::clone(last))))
+            .refill(&shape, |values| op.compute(&inputs, values))?;
+        Ok(tvec!(output))
     }
 
     fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
