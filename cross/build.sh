@@ -9,6 +9,8 @@
 #   cross/build.sh --no-apt ...        build only (the toolchain is already installed)
 #   cross/build.sh --fast ...          no LTO, 16 codegen units: builds in much less time, runs a
 #                                      little slower, computes the same; for CI's checks, not boards
+#   cross/build.sh --with-feeder ...   also the emulated board's vivid_feed, in the same cargo run
+#                                      (the vivid-feed feature gates only that binary)
 #
 # Output: target/<triple>/release/ferrite (stripped, models embedded), for
 # aarch64-unknown-linux-gnu and armv7-unknown-linux-gnueabihf.
@@ -20,9 +22,11 @@ cd "$(dirname "$0")/.."
 
 apt=1
 targets=(aarch64)
+bins=(--bin ferrite)
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-apt) apt=0 ;;
+    --with-feeder) bins=(--features vivid-feed --bin ferrite --bin vivid_feed) ;;
     --fast)
       # Thin LTO over tract costs ~10 CPU-minutes per target in the final link alone; Rust does not
       # reorder float arithmetic, so the results stay the same without it.
@@ -34,7 +38,7 @@ while [ $# -gt 0 ]; do
         all) targets=(aarch64 armv7) ;;
         *) echo "cross/build.sh: --target takes aarch64, armv7 or all" >&2; exit 2 ;;
       esac ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "cross/build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -113,7 +117,7 @@ for arch in "${targets[@]}"; do
   esac
   # bindgen (the v4l crate's V4L2 bindings) reads the target's kernel headers that the gcc cross
   # compiler's libc6-dev-*-cross brings, through clang's --target (it passes TARGET).
-  "$cargo" build --release --target "$target" --bin ferrite
+  "$cargo" build --release --target "$target" "${bins[@]}"
   "$strip" "target/$target/release/ferrite"
   ls -l "target/$target/release/ferrite"
 done

@@ -2,7 +2,7 @@
 # Runs the aarch64 ferrite binary on an emulated board and checks what it did to real kernel
 # devices: qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG; no KVM needed) boots Debian's arm64
 # kernel with a busybox initramfs, and inside the guest
-#   camera   vivid's capture node, fed a face through vivid's video loopback (examples/vivid_feed.rs)
+#   camera   vivid's capture node, fed a face through vivid's video loopback (cross/vivid_feed.rs)
 #   GPIO     the virt machine's PL061 controller (/dev/gpiochip0, 8 lines)
 #   display  virtio-gpu's DRM framebuffer emulation (/dev/fb0)
 # ferrite runs for a fixed number of frames; the host then checks its JSON events and stats, the
@@ -101,19 +101,20 @@ cross_env() {
   export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target
 }
 if [ -z "$binary" ]; then
-  step "building ferrite for $target (cross/build.sh)"
-  if [ "$apt" -eq 1 ]; then cross/build.sh; else cross/build.sh --no-apt; fi
+  step "building ferrite and the vivid feeder for $target (cross/build.sh --with-feeder)"
+  if [ "$apt" -eq 1 ]; then cross/build.sh --with-feeder; else cross/build.sh --no-apt --with-feeder; fi
   binary=$repo/target/$target/release/ferrite
+  [ -n "$feeder" ] || feeder=$repo/target/$target/release/vivid_feed
 fi
 [ -x "$binary" ] || fail "no ferrite binary at $binary"
 # ELF e_machine (2 bytes at offset 18) is 0xb7 for aarch64.
 [ "$(od -An -tx1 -j18 -N2 "$binary" | tr -d ' ')" = "b700" ] || fail "$binary is not an aarch64 executable"
 if [ -z "$feeder" ]; then
-  step "building examples/vivid_feed.rs for $target"
+  step "building cross/vivid_feed.rs for $target"
   [ -x /usr/bin/cargo ] || fail "/usr/bin/cargo (Debian cargo-web) is missing: run cross/build.sh once, or pass --feeder"
-  (cross_env && /usr/bin/cargo build -q --release --example vivid_feed --target "$target") ||
-    fail "building the vivid_feed example failed"
-  feeder=$repo/target/$target/release/examples/vivid_feed
+  (cross_env && /usr/bin/cargo build -q --release --features vivid-feed --bin vivid_feed --target "$target") ||
+    fail "building vivid_feed failed"
+  feeder=$repo/target/$target/release/vivid_feed
 fi
 [ -x "$feeder" ] || fail "no vivid_feed binary at $feeder"
 

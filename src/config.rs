@@ -194,6 +194,11 @@ pub enum ConfigError {
     UnknownBoard(String, String),
     #[error(transparent)]
     Tracker(crate::track::TrackerConfigError),
+    #[error("{origin}: {source}")]
+    OutOfRange {
+        origin: String,
+        source: crate::limits::OutOfRange,
+    },
     #[error("{origin}:{line}:{column}: {message}")]
     Parse {
         origin: String,
@@ -251,12 +256,67 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config = Config::layered(board, user)?;
         flags.apply(&mut config);
-        config.tracker.validate().map_err(ConfigError::Tracker)?;
+        config.validate("the command line")?;
         Ok(config)
     }
 
-    /// Parses TOML text; `origin` names it in errors (a path, or "<string>").
+    /// Every size, rate and count within [`crate::limits`], then the tracker settings as a
+    /// whole. `origin` names the layer that was just applied, for the error.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.check_bounds()
+            .map_err(|source| ConfigError::OutOfRange {
+                origin: origin.to_string(),
+                source,
+            })?;
+        self.tracker.validate().map_err(ConfigError::Tracker)
+    }
+
+    fn check_bounds(&self) -> Result<(), crate::limits::OutOfRange> {
+        use crate::display::DisplayConfig;
+        use crate::limits::*;
+        let camera = &self.camera;
+        CAMERA_SIDE.check(camera.size.width)?;
+        CAMERA_SIDE.check(camera.size.height)?;
+        if let Some(fps) = camera.fps {
+            FPS.check(fps)?;
+        }
+        CAMERA_TIMEOUT_MS.check(camera.timeout_ms)?;
+        RECONNECT_MS.check(camera.reconnect_initial_ms)?;
+        RECONNECT_MS.check(camera.reconnect_max_ms)?;
+        CAMERA_BUFFERS.check(camera.buffers)?;
+        DETECT_EVERY.check(self.pipeline.detect_every)?;
+        STATS_INTERVAL_S.check(self.pipeline.stats_interval_s)?;
+        MIN_HITS.check(self.tracker.min_hits)?;
+        MAX_MISSES.check(self.tracker.max_misses)?;
+        SWITCH_FRAMES.check(self.tracker.switch_frames)?;
+        JSON_STATE_EVERY.check(self.json.state_every)?;
+        MQTT_KEEP_ALIVE_S.check(self.mqtt.keep_alive_s)?;
+        MQTT_STATE_INTERVAL_MS.check(self.mqtt.state_interval_ms)?;
+        match &self.display {
+            Some(DisplayConfig::St7789(tft) | DisplayConfig::Ili9341(tft)) => {
+                SPI_HZ.check(tft.spi_hz)?;
+                for side in [tft.width, tft.height].into_iter().flatten() {
+                    DISPLAY_SIDE.check(side)?;
+                }
+            }
+            Some(DisplayConfig::Png(png)) => {
+                DISPLAY_SIDE.check(png.width)?;
+                DISPLAY_SIDE.check(png.height)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Parses TOML text and checks its values ([`Config::validate`]); `origin` names it in
+    /// errors (a path, or "<string>").
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse_toml(text, origin)?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn parse_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let offset = e
                 .span()
@@ -390,6 +450,32 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{driver}: {e}"));
             assert!(config.display.is_some(), "{driver}");
         }
+    }
+
+    #[test]
+    fn sizes_rates_and_counts_in_a_file_get_the_command_line_bounds() {
+        let cases = [
+            (
+                "[display]\ndriver = \"png\"\nwidth = 60000\nheight = 60000\n",
+                "display.width/height = 60000",
+            ),
+            (
+                "[pipeline]\ndetect_every = 0\n",
+                "pipeline.detect_every = 0",
+            ),
+            ("[camera]\nfps = 0\n", "camera.fps = 0"),
+            ("[camera]\nfps = -1\n", "camera.fps = -1"),
+            ("[camera]\nsize = \"100000x10\"\n", "camera.size = 100000"),
+            ("[camera]\nbuffers = 100000\n", "camera.buffers = 100000"),
+            ("[tracker]\nmax_misses = 4000000000\n", "tracker.max_misses"),
+        ];
+        for (text, want) in cases {
+            let err = Config::from_toml(text, "my.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.starts_with("my.toml"), "names the file: {err}");
+        }
+        let sane = "[display]\ndriver = \"png\"\nwidth = 4096\nheight = 1\n[camera]\nfps = 0.5\n";
+        Config::from_toml(sane, "t").expect("the ends of the ranges are allowed");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod frame;
 pub mod gpio;
 mod graph;
 pub mod kernels;
+pub mod limits;
 pub mod models;
 pub mod output;
 pub mod pipeline;

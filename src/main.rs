@@ -28,9 +28,19 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        // `ferrite classify DIR | head`: the reader has what it wanted; not a failure.
+        Err(err) if reader_went_away(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ferrite: {err:#}");
             ExitCode::from(EXIT_STARTUP_FAILED)
         }
     }
+}
+
+fn reader_went_away(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

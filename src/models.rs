@@ -153,6 +153,28 @@ impl Manifest {
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("sha256 must be 64 hex digits".into()));
         }
+        // A manifest is data anyone can hand over: its file may not reach outside its folder
+        // (`/dev/zero` would be read until memory runs out).
+        let file = Path::new(&self.file);
+        let inside = file
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if self.file.is_empty() || !inside {
+            return Err(invalid(format!(
+                "file {:?} must be a relative path inside the manifest's folder",
+                self.file
+            )));
+        }
+        if let Some(crop) = &self.crop {
+            let checks = [
+                crate::limits::CROP_SCALE.check(crop.scale),
+                crate::limits::CROP_SHIFT.check(crop.shift_x),
+                crate::limits::CROP_SHIFT.check(crop.shift_y),
+            ];
+            for check in checks {
+                check.map_err(|e| invalid(e.to_string()))?;
+            }
+        }
         Ok(())
     }
 
@@ -252,6 +274,19 @@ pub fn from_path(path: &Path) -> Result<ModelSource, ModelError> {
         .parent()
         .unwrap_or(Path::new("."))
         .join(&manifest.file);
+    let meta = fs::metadata(&onnx_path).map_err(read_err(&onnx_path))?;
+    if !meta.is_file() {
+        return Err(ModelError::Invalid {
+            path: origin,
+            reason: format!("{} is not a regular file", onnx_path.display()),
+        });
+    }
+    crate::limits::MODEL_FILE_BYTES
+        .check(meta.len())
+        .map_err(|e| ModelError::Invalid {
+            path: origin.clone(),
+            reason: e.to_string(),
+        })?;
     let onnx = fs::read(&onnx_path).map_err(read_err(&onnx_path))?;
     verify_checksum(&manifest, &onnx, &onnx_path.display().to_string())?;
     Ok(ModelSource {
@@ -356,6 +391,42 @@ mod tests {
         value["input"]["channels"] = 2.into();
         let err = Manifest::parse(&value.to_string(), "t").unwrap_err();
         assert!(err.to_string().contains("channels"), "{err}");
+    }
+
+    #[test]
+    fn crop_geometry_and_file_are_bounded() {
+        let json = fs::read_to_string(Path::new(FIXTURE).join("manifest.json")).unwrap();
+        let fixture: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let crop = |scale: f64| serde_json::json!({"scale": scale, "shift_x": 0.0, "shift_y": 0.0, "rotate": true});
+        for scale in [0.0, -1.0, 1e30] {
+            let mut value = fixture.clone();
+            value["crop"] = crop(scale);
+            let err = Manifest::parse(&value.to_string(), "t").unwrap_err();
+            assert!(err.to_string().contains("crop.scale"), "{scale}: {err}");
+        }
+        let mut value = fixture.clone();
+        value["crop"] = crop(1.3);
+        Manifest::parse(&value.to_string(), "t").expect("a sane crop");
+        for file in ["/dev/zero", "../model.onnx", "sub/../../x.onnx", ""] {
+            let mut value = fixture.clone();
+            value["file"] = file.into();
+            let err = Manifest::parse(&value.to_string(), "t").unwrap_err();
+            assert!(
+                err.to_string().contains("inside the manifest's folder"),
+                "{file}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_model_file_that_is_not_a_regular_file_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = fs::read_to_string(Path::new(FIXTURE).join("manifest.json")).unwrap();
+        fs::write(dir.path().join("manifest.json"), json).unwrap();
+        // A folder where the ONNX file should be (a FIFO or device would block or never end).
+        fs::create_dir(dir.path().join("model.onnx")).unwrap();
+        let err = from_path(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub struct RunStats {
     pub dropped: u64,
     /// Frames the source could not decode, or capture errors it recovered from.
     pub capture_errors: u64,
-    /// Sink calls that failed.
+    /// Sink calls that failed (a closed pipe is not one: it ends the run normally).
     pub sink_errors: u64,
     /// Tracks reported over the run.
     pub tracks: u64,
@@ -483,13 +483,13 @@ fn deliver(
 
 /// Counts and logs a sink error; false when it is a closed pipe.
 fn report_sink_error(name: &str, e: &SinkError, stats: &mut RunStats) -> bool {
-    stats.sink_errors += 1;
     if let SinkError::Io(_, io) = e {
         if io.kind() == std::io::ErrorKind::BrokenPipe {
             log::info!("{name}: {e}; stopping");
             return false;
         }
     }
+    stats.sink_errors += 1;
     // A broken output should not flood the log at frame rate.
     if stats.sink_errors.is_power_of_two() {
         log::warn!("{name}: {e} ({} sink errors so far)", stats.sink_errors);

@@ -102,6 +102,7 @@ pub fn open_source(
 ) -> Result<Box<dyn FrameSource>, CaptureError> {
     let path = Path::new(spec);
     if is_v4l2_path(path) {
+        refuse_other_devices(path)?;
         #[cfg(feature = "v4l2")]
         return Ok(Box::new(V4l2Source::open(path, opts)?));
         #[cfg(not(feature = "v4l2"))]
@@ -122,14 +123,33 @@ pub fn open_source(
     }
 }
 
-/// Whether `open_source` treats `path` as a V4L2 camera (anything under /dev, or a character
-/// device) rather than a file source.
+/// Whether `open_source` treats `path` as a V4L2 camera (a character device, or a path under
+/// /dev that does not exist yet) rather than a file source (recordings in /dev/shm are files).
 pub fn is_v4l2_path(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    if path.starts_with("/dev") {
-        return true;
+    match std::fs::metadata(path) {
+        Ok(meta) => meta.file_type().is_char_device(),
+        Err(_) => path.starts_with("/dev"),
     }
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+/// Every V4L2 node is a character device of this major number (Linux's devices.txt).
+const V4L2_MAJOR: u32 = 81;
+
+/// A character device that is not a V4L2 node (`/dev/urandom`, a serial port) can never become
+/// a camera: refuse it at start-up instead of retrying it as if a camera were busy.
+fn refuse_other_devices(path: &Path) -> Result<(), CaptureError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_char_device() && libc::major(meta.rdev()) != V4L2_MAJOR => {
+            Err(CaptureError::Fatal(format!(
+                "{}: not a camera (a character device of major number {}; V4L2 devices are {V4L2_MAJOR})",
+                path.display(),
+                libc::major(meta.rdev())
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Sleeps so that frame `n` is returned no earlier than `n / fps` after the first; without a rate,

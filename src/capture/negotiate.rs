@@ -127,6 +127,9 @@ impl FromStr for Size {
         if width == 0 || height == 0 {
             return Err(bad());
         }
+        let side = crate::limits::CAMERA_SIDE;
+        side.check(width).map_err(|e| e.to_string())?;
+        side.check(height).map_err(|e| e.to_string())?;
         Ok(Size { width, height })
     }
 }

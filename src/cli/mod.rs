@@ -17,6 +17,7 @@ use ferrite::config::ModelConfig;
 use ferrite::detect::DetectorModel;
 use ferrite::display::DisplayConfig;
 use ferrite::ensemble::Precision;
+use ferrite::limits;
 
 use bench::BenchArgs;
 use classify::{CalibrateArgs, ClassifyArgs, EvalArgs};
@@ -30,7 +31,8 @@ macro_rules! exit_codes {
     () => {
         "Exit status:\n  \
          0  every input was processed (finding no face is not an error)\n  \
-         1  at least one input could not be read or decoded; the others were processed\n  \
+         1  at least one input could not be read or decoded, or a write to an output (the JSON \
+            log, MQTT) failed; the rest was processed\n  \
          2  invalid command line\n  \
          3  start-up failed: a model or detector could not be loaded or failed its checks, or the \
             config file is invalid"
@@ -222,7 +224,7 @@ pub struct PipelineArgs {
     no_detect: bool,
 
     /// Crop side as a multiple of the detector's box (default: the model's calibrated value).
-    #[arg(long, value_name = "FACTOR", value_parser = positive)]
+    #[arg(long, value_name = "FACTOR", value_parser = |s: &str| limits::CROP_SCALE.parse::<f32>(s))]
     crop_scale: Option<f32>,
 
     /// Run --model exactly as named. Without it a bundled int8 model is timed against its fp32
@@ -280,13 +282,6 @@ fn smoothing(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
         _ => Err(format!("expected a number in (0, 1], got {s:?}")),
-    }
-}
-
-fn positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("expected a positive number, got {s:?}")),
     }
 }
 

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 
 use ferrite::capture::{self, Size};
 use ferrite::classify::Classifier;
 use ferrite::config::{Config, MqttOverrides, Overrides};
 use ferrite::display::DisplayConfig;
+use ferrite::limits;
 use ferrite::pipeline;
 use ferrite::sink::json::JsonSink;
 use ferrite::sink::local::SystemdSink;
@@ -20,7 +21,7 @@ use ferrite::sink::Sink;
 
 #[cfg(feature = "display")]
 use super::classify::open_display;
-use super::{display_spec, positive, smoothing, unit_interval, PipelineArgs, EXIT_INPUT_FAILED};
+use super::{display_spec, smoothing, unit_interval, PipelineArgs, EXIT_INPUT_FAILED};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -35,7 +36,7 @@ pub struct RunArgs {
 
     /// Camera: frame rate to ask for. Files: deliver frames at this rate, like a camera (and
     /// drop frames inference cannot keep up with); without it every file frame is processed.
-    #[arg(long, value_name = "FPS", value_parser = positive)]
+    #[arg(long, value_name = "FPS", value_parser = |s: &str| limits::FPS.parse::<f32>(s))]
     fps: Option<f32>,
 
     /// Board profile: rpi3, rpi4, rpi5, rpi-zero2w, jetson-nano, jetson-orin-nano, x86-desktop
@@ -60,15 +61,15 @@ pub struct RunArgs {
 
     /// Run the detector on every N-th frame; in between, faces are classified at the tracker's
     /// predicted boxes.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = |s: &str| limits::DETECT_EVERY.parse::<u32>(s))]
     detect_every: Option<u32>,
 
     /// Detection passes a face must be matched before it is reported.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = |s: &str| limits::MIN_HITS.parse::<u32>(s))]
     min_hits: Option<u32>,
 
     /// Detection passes a reported face may be missed before it leaves.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = |s: &str| limits::MAX_MISSES.parse::<u32>(s))]
     max_misses: Option<u32>,
 
     /// Weight of the newest probabilities in the moving average, in (0, 1]; 1 = no smoothing.
@@ -81,7 +82,7 @@ pub struct RunArgs {
     switch_margin: Option<f32>,
 
     /// Consecutive frames a new label must lead by --switch-margin before the label changes.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = |s: &str| limits::SWITCH_FRAMES.parse::<u32>(s))]
     switch_frames: Option<u32>,
 
     /// JSON lines to this file (appended), or `-` for stdout [default: stdout].
@@ -161,6 +162,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for signal in [SIGINT, SIGTERM, SIGHUP] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    // Past a file size limit the kernel would kill the process (SIGXFSZ); handled, the write
+    // fails with EFBIG instead, which the JSON sink reports and counts like a full disk.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .context("installing signal handlers")?;
     let mut config = Config::resolve(
         args.board.as_deref(),
         args.config.as_deref(),
@@ -233,6 +238,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Ok(stats) => {
             if args.stats {
                 eprint!("{}", stats.table());
+            }
+            if stats.sink_errors > 0 {
+                // Lost output is a failed run even if every frame was processed.
+                eprintln!(
+                    "ferrite: {} writes to the outputs failed (the warnings above say which)",
+                    stats.sink_errors
+                );
+                return Ok(ExitCode::from(EXIT_INPUT_FAILED));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -220,7 +220,8 @@ pub const NO_DISPLAY: &str =
 fn parse_size(s: &str) -> Option<(u32, u32)> {
     let (w, h) = s.split_once(['x', 'X'])?;
     let (w, h) = (w.parse().ok()?, h.parse().ok()?);
-    (w > 0 && h > 0 && w <= 4096 && h <= 4096).then_some((w, h))
+    let side = |v: u32| crate::limits::DISPLAY_SIDE.check(v).ok();
+    Some((side(w)?, side(h)?))
 }
 
 fn parse_address(s: &str) -> Option<u8> {

@@ -1,9 +1,11 @@
 //! JSON lines on stdout or in a file: one [`EventLine`] per event and, optionally, one
 //! [`StateLine`] per frame. Every line is flushed as soon as it is written, so a reader on a pipe
-//! sees events when they happen and an interrupted run never leaves half a line.
+//! sees events when they happen and an interrupted run never leaves half a line. A file whose
+//! write fails part-way (a full disk, a file size limit) is cut back to its last whole line, so
+//! the log stays parseable; the error goes to the caller, which counts it.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -36,8 +38,47 @@ impl Default for JsonConfig {
     }
 }
 
+/// Where the lines go. A file is written unbuffered, one `write_all` per line, and remembers how
+/// long it was after its last whole line.
+enum Out {
+    File { file: File, whole_lines_end: u64 },
+    Stream(Box<dyn Write + Send>),
+}
+
+impl Out {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        match self {
+            Out::File {
+                file,
+                whole_lines_end,
+            } => match file.write_all(line) {
+                Ok(()) => {
+                    *whole_lines_end += line.len() as u64;
+                    Ok(())
+                }
+                Err(e) => {
+                    // Appends land at the end, so cutting the file back also moves the next
+                    // line to where the broken one began.
+                    if let Err(cut) = file.set_len(*whole_lines_end) {
+                        log::warn!("cannot remove the partial line: {cut}");
+                    }
+                    Err(e)
+                }
+            },
+            Out::Stream(out) => out.write_all(line).and_then(|()| out.flush()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::File { file, .. } => file.flush(),
+            Out::Stream(out) => out.flush(),
+        }
+    }
+}
+
 pub struct JsonSink {
-    out: Box<dyn Write + Send>,
+    out: Out,
     what: String,
     state: bool,
     state_every: u64,
@@ -46,22 +87,36 @@ pub struct JsonSink {
 
 impl JsonSink {
     pub fn new(config: &JsonConfig) -> Result<Self, SinkError> {
-        let (out, what): (Box<dyn Write + Send>, String) = match &config.path {
+        match &config.path {
             Some(path) if path.as_os_str() != "-" => {
+                let what = path.display().to_string();
+                let io_err = |e| SinkError::Io(what.clone(), e);
                 let file = File::options()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| SinkError::Io(path.display().to_string(), e))?;
-                (Box::new(BufWriter::new(file)), path.display().to_string())
+                    .map_err(io_err)?;
+                let whole_lines_end = file.metadata().map_err(io_err)?.len();
+                let out = Out::File {
+                    file,
+                    whole_lines_end,
+                };
+                Ok(Self::with(out, what, config))
             }
-            _ => (Box::new(io::stdout()), "stdout".into()),
-        };
-        Ok(Self::from_writer(out, what, config))
+            _ => Ok(Self::from_writer(
+                Box::new(io::stdout()),
+                "stdout".into(),
+                config,
+            )),
+        }
     }
 
     /// Writes to any writer (tests, sockets).
     pub fn from_writer(out: Box<dyn Write + Send>, what: String, config: &JsonConfig) -> Self {
+        Self::with(Out::Stream(out), what, config)
+    }
+
+    fn with(out: Out, what: String, config: &JsonConfig) -> Self {
         JsonSink {
             out,
             what,
@@ -76,8 +131,7 @@ impl JsonSink {
             .map_err(|e| SinkError::Io(self.what.clone(), io::Error::other(e)))?;
         buf.push(b'\n');
         self.out
-            .write_all(&buf)
-            .and_then(|()| self.out.flush())
+            .write_line(&buf)
             .map_err(|e| SinkError::Io(self.what.clone(), e))
     }
 }

@@ -1,5 +1,6 @@
 //! `ferrite run` as a user calls it: JSON lines on stdout, exit statuses, --stats.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -73,6 +74,9 @@ fn run_exit_statuses() {
     let no_board = ferrite(&["run", "--board", "rpi9", "--input", input]);
     assert_eq!(no_board.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&no_board.stderr).contains("rpi5"));
+    let not_a_camera = ferrite(&["run", "--input", "/dev/urandom"]);
+    assert_eq!(not_a_camera.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&not_a_camera.stderr).contains("not a camera"));
     let missing = ferrite(&["run", "--input", "/nonexistent/frames"]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/frames"));
@@ -96,6 +100,109 @@ fn run_exit_statuses() {
         "/nonexistent/dir/x.jsonl",
     ]);
     assert_eq!(unwritable.status.code(), Some(3));
+}
+
+#[test]
+fn an_absurd_size_in_a_config_file_is_a_one_line_error_for_run_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferrite.toml");
+    let png = dir.path().join("out.png");
+    fs::write(
+        &config,
+        format!(
+            "[display]\ndriver = \"png\"\npath = {:?}\nwidth = 60000\nheight = 60000\n",
+            png.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let input = astronaut();
+    for args in [
+        vec!["check", "--config", config],
+        vec![
+            "run",
+            "--config",
+            config,
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    ] {
+        let out = ferrite(&args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("display.width/height = 60000 is out of range"),
+            "{stderr}"
+        );
+        assert!(!png.exists(), "nothing was drawn");
+    }
+}
+
+#[test]
+fn a_file_size_limit_leaves_whole_lines_and_a_failed_exit() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    let limit: libc::rlim_t = 3000;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrite"));
+    command
+        .args(["run", "--input"])
+        .arg(astronaut())
+        .args([
+            "--loop",
+            "--max-frames",
+            "40",
+            "--min-hits",
+            "1",
+            "--json-state",
+        ])
+        .arg("--json")
+        .arg(&log);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        command.pre_exec(move || {
+            let rlim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writes to the outputs failed"), "{stderr}");
+    assert!(
+        stderr.contains("events.jsonl"),
+        "the warning names the file: {stderr}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.len() as u64 <= limit as u64);
+    assert!(text.len() > 1000, "lines were written up to the limit");
+    assert!(text.ends_with('\n'), "no half line at the end");
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}
+
+#[test]
+fn classify_into_a_closed_pipe_is_not_a_start_up_failure() {
+    // The reader is gone before the first line, as after `ferrite classify DIR | head -1`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .arg("classify")
+        .arg(astronaut())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
