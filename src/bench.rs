@@ -28,7 +28,7 @@ pub const MAX_THREADS: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("cannot decode the benchmark image: {0}")]
-    Decode(#[from] image::ImageError),
+    Decode(#[from] crate::capture::still::ImageFileError),
     #[error("no face found in the benchmark image")]
     NoFace,
     #[error(transparent)]
@@ -99,9 +99,10 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
+/// The decode `classify` runs (strict, EXIF orientation applied), so that its time is the one timed.
 fn decode(encoded: &[u8]) -> Result<RgbImage, BenchError> {
     // into_rgb8 moves an RGB image out as it is; to_rgb8 would copy it.
-    Ok(image::load_from_memory(encoded)?.into_rgb8())
+    Ok(crate::capture::still::decode_image(encoded)?.into_rgb8())
 }
 
 /// One frame through the production path ([`ClassifySession::classify_timed`], what `classify`

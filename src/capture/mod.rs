@@ -4,13 +4,15 @@
 //! - [`decode`] turns camera buffers (GREY, YUYV, UYVY, MJPEG) into gray images.
 //! - [`negotiate`] chooses a camera mode and paces reconnects (pure, unit-tested).
 //! - [`v4l2`] has [`V4l2Source`] and [`list_devices`].
-//! - [`files`] has [`ImageFilesSource`].
+//! - [`files`] has [`ImageFilesSource`] and the one directory walker every command uses.
+//! - [`still`] decodes still image files (strictly, turned by their EXIF orientation).
 //! - [`y4m`] has [`Y4mSource`] and [`Y4mWriter`].
 
 pub mod decode;
 pub mod devices;
 pub mod files;
 pub mod negotiate;
+pub mod still;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 pub mod y4m;

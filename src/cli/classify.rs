@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 use ferrite::capture::files::{expand_inputs, Job};
+use ferrite::capture::still::read_image;
 use ferrite::classify::{Classifier, ClassifierOptions, ClassifySession, FaceResult};
 use ferrite::config::{Config, ModelConfig};
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
@@ -25,7 +26,8 @@ use super::{detector_parser, display_spec, unit_interval, PipelineArgs, EXIT_INP
 
 #[derive(Args)]
 pub struct ClassifyArgs {
-    /// Image files or directories (searched recursively for png, jpg, jpeg, bmp, pgm, ppm, pnm).
+    /// Image files or directories (searched recursively, following links, for png, jpg, jpeg, bmp,
+    /// pgm, ppm, pnm).
     #[arg(required = true, value_name = "IMAGE|DIR")]
     inputs: Vec<PathBuf>,
 
@@ -130,6 +132,14 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
 }
 
 pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
+    // A mistyped dataset path would otherwise print an empty matrix; checked before the model
+    // loads, so the answer comes at once.
+    for input in &args.inputs {
+        if let Err(e) = std::fs::metadata(input) {
+            eprintln!("ferrite: eval: {}: {e}", input.display());
+            return Ok(ExitCode::from(EXIT_INPUT_FAILED));
+        }
+    }
     let options = ClassifierOptions {
         // Accuracy is reported for the model named, never a faster sibling.
         keep_model: true,
@@ -146,6 +156,15 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
         if seen.is_multiple_of(500) {
             eprintln!("eval: {seen} of {} images", jobs.len());
         }
+        // Before the class: a directory that cannot be listed has no class, and must still count.
+        let faces = match outcome {
+            Err(e) => {
+                failed += 1;
+                log::warn!("{}: {e}", path.display());
+                return Ok(());
+            }
+            Ok(faces) => faces,
+        };
         let class = path
             .parent()
             .and_then(Path::file_name)
@@ -155,18 +174,12 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
             confusion.skipped_unknown_class += 1;
             return Ok(());
         };
-        match outcome {
-            Err(e) => {
-                failed += 1;
-                log::warn!("{}: {e}", path.display());
+        match faces.first() {
+            None => confusion.no_face += 1,
+            Some(face) => {
+                let predicted = labels.iter().position(|l| *l == face.label).unwrap_or(0);
+                confusion.add(truth, predicted);
             }
-            Ok(faces) => match faces.first() {
-                None => confusion.no_face += 1,
-                Some(face) => {
-                    let predicted = labels.iter().position(|l| *l == face.label).unwrap_or(0);
-                    confusion.add(truth, predicted);
-                }
-            },
         }
         Ok(())
     })?;
@@ -195,11 +208,16 @@ pub fn calibrate_crop(args: CalibrateArgs) -> Result<ExitCode> {
         score_threshold,
         ..DetectorConfig::for_model(detector)
     })?;
+    let mut failed = 0usize;
     let files: Vec<PathBuf> = expand_inputs(&inputs)
         .into_iter()
-        .filter_map(|job| {
-            job.map_err(|(p, e)| log::warn!("{}: {e}", p.display()))
-                .ok()
+        .filter_map(|job| match job {
+            Ok(path) => Some(path),
+            Err((path, e)) => {
+                failed += 1;
+                log::warn!("{}: {e}", path.display());
+                None
+            }
         })
         .collect();
     let step = (files.len() as f64 / limit.max(1) as f64).max(1.0);
@@ -208,9 +226,12 @@ pub fn calibrate_crop(args: CalibrateArgs) -> Result<ExitCode> {
         .collect();
     let mut crops = Vec::with_capacity(picked.len());
     for (i, path) in picked.iter().enumerate() {
-        match image::open(path) {
+        match read_image(path) {
             Ok(img) => crops.push(img.to_luma8()),
-            Err(e) => log::warn!("{}: {e}", path.display()),
+            Err(e) => {
+                failed += 1;
+                log::warn!("{}: {e}", path.display());
+            }
         }
         if (i + 1).is_multiple_of(500) {
             eprintln!("calibrate-crop: read {} of {} images", i + 1, picked.len());
@@ -225,6 +246,10 @@ pub fn calibrate_crop(args: CalibrateArgs) -> Result<ExitCode> {
     };
     serde_json::to_writer_pretty(io::stdout().lock(), &found)?;
     println!();
+    if failed > 0 {
+        eprintln!("ferrite: {failed} input(s) could not be read (not measured)");
+        return Ok(ExitCode::from(EXIT_INPUT_FAILED));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -295,13 +320,7 @@ fn classify_in_order(
 }
 
 fn classify_file(session: &mut ClassifySession<'_>, path: &Path) -> Outcome {
-    let image = image::ImageReader::open(path)
-        .map_err(|e| format!("cannot open: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?
-        .decode()
-        .map_err(|e| format!("not a readable image: {e}"))?
-        .into_rgb8();
+    let image = read_image(path).map_err(|e| e.to_string())?.into_rgb8();
     session.classify(&image).map_err(|e| e.to_string())
 }
 

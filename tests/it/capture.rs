@@ -326,6 +326,32 @@ fn image_directory_drops_a_corrupt_file_and_goes_on() {
 }
 
 #[test]
+fn image_directory_drops_a_truncated_jpeg_and_turns_by_exif() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = encode_jpeg_rgb(&rgb_of(&synthetic(32, 24, 3)), 95);
+    std::fs::write(dir.path().join("001.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    // The same frame with an EXIF Orientation of 6 (turn clockwise): APP1 spliced in after SOI.
+    let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0".to_vec();
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend_from_slice(&u16::try_from(2 + 6 + tiff.len()).unwrap().to_be_bytes());
+    app1.extend_from_slice(b"Exif\0\0");
+    app1.append(&mut tiff);
+    let turned = [&jpeg[..2], &app1, &jpeg[2..]].concat();
+    std::fs::write(dir.path().join("002.jpg"), turned).unwrap();
+
+    let mut source = open_source(dir.path().to_str().unwrap(), &CaptureOptions::default()).unwrap();
+    let frames = frames_of(source.as_mut());
+    assert_eq!(frames.len(), 2);
+    let err = frames[0].as_ref().unwrap_err();
+    assert!(
+        err.contains("001.jpg") && err.contains("truncated"),
+        "{err}"
+    );
+    let (_, upright) = frames[1].as_ref().unwrap();
+    assert_eq!(upright.dimensions(), (24, 32));
+}
+
+#[test]
 fn single_image_loops_at_the_requested_rate() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("still.png");

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -20,6 +21,37 @@ fn ferrite(args: &[&str]) -> Output {
         .env("RUST_LOG", "off")
         .output()
         .expect("the ferrite binary runs")
+}
+
+/// [`ferrite`], killed after `limit`, for a test whose failure would be a hang. The output goes
+/// through files: a full pipe would stop the process before it ends.
+fn ferrite_within(args: &[&str], limit: Duration) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("the ferrite binary runs");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferrite {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: fs::read(&out).unwrap(),
+        stderr: fs::read(&err).unwrap(),
+    }
 }
 
 fn json_lines(output: &Output) -> Vec<Value> {
@@ -296,6 +328,209 @@ fn eval_counts_a_labelled_tree_and_skips_unknown_classes() {
     };
     assert_eq!(row_total("happy"), 2);
     assert_eq!(row_total("sad"), 1, "sadness is read as sad");
+}
+
+#[test]
+fn links_back_up_a_directory_tree_do_not_repeat_its_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    image::GrayImage::from_fn(48, 48, |x, y| image::Luma([(x * 4 + y) as u8]))
+        .save(tree.join("sub/crop.png"))
+        .unwrap();
+    std::os::unix::fs::symlink(".", tree.join("sub/a")).unwrap();
+    std::os::unix::fs::symlink("..", tree.join("sub/b")).unwrap();
+    // Two such links made the walk exponential: a hang, so the run gets a time limit.
+    let out = ferrite_within(
+        &["classify", "--no-detect", "--threads", "1", s(&tree)],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["file"], s(&tree.join("sub/crop.png")));
+}
+
+#[test]
+fn eval_of_a_missing_directory_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dataset");
+    let out = ferrite(&["eval", s(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(s(&missing)), "{stderr}");
+    assert!(out.stdout.is_empty(), "no matrix over nothing");
+}
+
+#[test]
+fn eval_counts_what_it_cannot_read_as_failed_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("happy")).unwrap();
+    image::GrayImage::from_fn(48, 48, |x, y| image::Luma([(x * 3 + y) as u8]))
+        .save(tree.join("happy/0.png"))
+        .unwrap();
+    fs::write(tree.join("happy/cut.jpg"), half_of(&astronaut_jpeg())).unwrap();
+    // An input directory without images has no class; it used to be skipped as one.
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let fixture = root().join("tests/fixtures/ensemble");
+    let out = ferrite(&[
+        "eval",
+        "--no-detect",
+        "--allow-test-fixture",
+        "--model",
+        s(&fixture),
+        "--json",
+        s(&tree),
+        s(&empty),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2 of 3 input(s) failed"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counted: u64 = report["matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "the cut JPEG is not counted as a prediction");
+}
+
+fn astronaut_jpeg() -> Vec<u8> {
+    fs::read(root().join("assets/astronaut.jpg")).unwrap()
+}
+
+fn half_of(bytes: &[u8]) -> Vec<u8> {
+    bytes[..bytes.len() / 2].to_vec()
+}
+
+#[test]
+fn a_truncated_jpeg_gets_an_error_line_and_the_rest_is_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.jpg");
+    fs::write(&cut, half_of(&astronaut_jpeg())).unwrap();
+    let out = ferrite(&["classify", "--threads", "1", s(&cut), s(&astronaut())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["file"], s(&cut));
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("truncated"), "{error}");
+    assert_eq!(lines[1]["label"], "happy");
+    assert!(stderr.contains("1 of 2 input(s) failed"), "{stderr}");
+}
+
+#[test]
+fn calibrate_crop_measures_what_it_can_read_and_exits_1_for_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    // A training-style crop, made the way the calibration's own unit test makes them.
+    let frame = image::open(astronaut()).unwrap().into_rgb8();
+    let detector = ferrite::detect::Detector::new(Default::default()).unwrap();
+    let faces = detector.detect(&frame).unwrap();
+    let geometry = ferrite::align::CropGeometry {
+        scale: 1.3,
+        shift_x: 0.0,
+        shift_y: 0.06,
+        rotate: true,
+    };
+    let gray = ferrite::align::rgb_to_gray(&frame);
+    ferrite::align::crop_face(&gray, &faces[0], &geometry, 96)
+        .save(dir.path().join("face.png"))
+        .unwrap();
+    fs::write(dir.path().join("cut.jpg"), half_of(&astronaut_jpeg())).unwrap();
+    let out = ferrite(&["calibrate-crop", s(dir.path())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["images"], 1, "{found}");
+    assert_eq!(found["detected"], 1, "{found}");
+    assert!(stderr.contains("1 input(s) could not be read"), "{stderr}");
+}
+
+/// A little-endian EXIF (TIFF) block whose only entry is Orientation = `value`.
+fn exif_orientation(value: u16) -> Vec<u8> {
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes()); // the IFD's offset
+    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&value.to_le_bytes());
+    tiff.extend_from_slice(&[0; 2]);
+    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    tiff
+}
+
+fn save_jpeg(path: &Path, image: &image::RgbImage, exif: Option<Vec<u8>>) {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+    if let Some(exif) = exif {
+        encoder.set_exif_metadata(exif).unwrap();
+    }
+    encoder
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    fs::write(path, out).unwrap();
+}
+
+fn face_box(out: &Output) -> Vec<f64> {
+    let lines = json_lines(out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["label"], "happy", "{}", lines[0]);
+    lines[0]["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+/// Photos stored turned, with the EXIF orientation that turns them back, are classified as
+/// displayed and their boxes are in displayed pixels.
+#[test]
+fn turned_photos_are_classified_as_their_exif_orientation_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let upright = image::open(astronaut()).unwrap().into_rgb8();
+    let reference = dir.path().join("upright.jpg");
+    save_jpeg(&reference, &upright, None);
+    let upside_down = dir.path().join("upside-down.jpg");
+    save_jpeg(
+        &upside_down,
+        &image::imageops::rotate180(&upright),
+        Some(exif_orientation(3)),
+    );
+    // Orientation 6: the viewer turns it clockwise, so it is stored turned anticlockwise.
+    let on_its_side = dir.path().join("on-its-side.jpg");
+    save_jpeg(
+        &on_its_side,
+        &image::imageops::rotate270(&upright),
+        Some(exif_orientation(6)),
+    );
+    let expected = face_box(&ferrite(&["classify", s(&reference)]));
+    for photo in [&upside_down, &on_its_side] {
+        let found = face_box(&ferrite(&["classify", s(photo)]));
+        let off = found
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(off < 4.0, "{}: {found:?} vs {expected:?}", photo.display());
+    }
 }
 
 #[test]
