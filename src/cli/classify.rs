@@ -183,11 +183,12 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
         }
         Ok(())
     })?;
+    let mut out = io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(io::stdout().lock(), &confusion)?;
-        println!();
+        serde_json::to_writer_pretty(&mut out, &confusion)?;
+        writeln!(out)?;
     } else {
-        print!("{}", confusion.table());
+        write!(out, "{}", confusion.table())?;
     }
     if failed > 0 {
         eprintln!("ferrite: {failed} of {} input(s) failed", jobs.len());
@@ -244,8 +245,9 @@ pub fn calibrate_crop(args: CalibrateArgs) -> Result<ExitCode> {
             crops.len()
         );
     };
-    serde_json::to_writer_pretty(io::stdout().lock(), &found)?;
-    println!();
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &found)?;
+    writeln!(out)?;
     if failed > 0 {
         eprintln!("ferrite: {failed} input(s) could not be read (not measured)");
         return Ok(ExitCode::from(EXIT_INPUT_FAILED));

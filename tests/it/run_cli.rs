@@ -191,18 +191,30 @@ fn a_file_size_limit_leaves_whole_lines_and_a_failed_exit() {
 
 #[test]
 fn classify_into_a_closed_pipe_is_not_a_start_up_failure() {
-    // The reader is gone before the first line, as after `ferrite classify DIR | head -1`.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .arg("classify")
-        .arg(astronaut())
-        .stdout(writer)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let tree = tempfile::tempdir().unwrap();
+    fs::create_dir(tree.path().join("happy")).unwrap();
+    fs::copy(astronaut(), tree.path().join("happy/astronaut.png")).unwrap();
+    for args in [
+        vec!["classify".to_string(), astronaut().display().to_string()],
+        vec!["eval".to_string(), tree.path().display().to_string()],
+        vec![
+            "eval".to_string(),
+            "--json".to_string(),
+            tree.path().display().to_string(),
+        ],
+    ] {
+        // The reader is gone before the first line, as after `ferrite classify DIR | head -1`.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
