@@ -1,5 +1,11 @@
 //! The connection: rumqttc's client on its own thread, publishing events, per-track state and the
 //! primary expression, with the availability topic as last will.
+//!
+//! Every message goes through the sink's [`Outbox`] first, and is handed to rumqttc's request
+//! queue only while the connection is up: rumqttc would take a few hundred messages while the
+//! broker is down and then refuse the newest, events included, with stale state updates ahead of
+//! them. The outbox keeps events in order (bounded, oldest dropped and counted) and only the
+//! newest retained message per topic.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +21,7 @@ use rumqttc::{
 use serde::Serialize;
 
 use super::super::{seconds, EventLine, FaceState, Sink, SinkError, SCHEMA_VERSION};
+use super::outbox::{self, Outbox, Pending};
 use super::{hostname, sanitise, MqttConfig, Topics};
 use crate::track::{Event, EventKind, FrameUpdate, Stamp, TrackId};
 
@@ -141,16 +148,49 @@ impl MqttConfig {
     }
 }
 
+/// The longest wait between two connection attempts. Short, because the outbox holds what
+/// arrives during an outage and the broker's subscribers (Home Assistant) see nothing until we are
+/// back: once the broker returns, the backlog should start draining within seconds, not after the
+/// tens of seconds a long back-off reaches. An attempt against a broker that is down costs one
+/// refused or timed-out TCP connection, nothing a single client needs to spare the broker from.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// How long `close` waits for the broker to take the last messages and the disconnect.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
+/// What the connection thread tells the sink about the link.
+#[derive(Debug, Default)]
+struct Link {
+    /// From a ConnAck to the next connection error: what is handed to rumqttc now goes out.
+    up: AtomicBool,
+    /// ConnAcks so far: a change shows a reconnect that happened between two sink calls.
+    connects: AtomicU64,
+}
+
+/// An outage as the sink saw it: from a call that found the link down (or reconnected) until the
+/// outbox's events were all handed over again.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    dropped_before: u64,
+    delivered: usize,
+}
+
 pub struct MqttSink {
     client: Client,
     topics: Topics,
     qos: QoS,
+    what: String,
     state_interval: Duration,
     last_state: HashMap<TrackId, Instant>,
     primary: Option<(Option<TrackId>, String)>,
-    dropped: Arc<AtomicU64>,
+    outbox: Outbox,
+    link: Arc<Link>,
+    connects_seen: u64,
+    outage: Option<Outage>,
     closing: Arc<AtomicBool>,
-    done: mpsc::Receiver<()>,
+    /// The connection thread's end: true after a clean disconnect.
+    done: mpsc::Receiver<bool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -166,11 +206,11 @@ impl MqttSink {
             options.broker_address().0,
             options.broker_address().1
         );
-        // Room for bursts while (re)connecting; beyond that messages are dropped, not queued
-        // without bound.
+        // Only filled while the link is up (the outbox holds the rest), so this is room for
+        // bursts between two polls of the connection thread.
         let (client, connection) = Client::new(options, 512);
         let closing = Arc::new(AtomicBool::new(false));
-        let dropped = Arc::new(AtomicU64::new(0));
+        let link = Arc::new(Link::default());
         let (done_tx, done) = mpsc::channel();
         let discovery = topics
             .discovery
@@ -179,20 +219,23 @@ impl MqttSink {
         let thread = {
             let client = client.clone();
             let closing = closing.clone();
+            let link = link.clone();
+            let what = what.clone();
             let availability = topics.availability.clone();
             std::thread::Builder::new()
                 .name("mqtt".into())
                 .spawn(move || {
-                    drive(
+                    let clean = drive(
                         connection,
                         &client,
+                        &link,
                         &closing,
                         &what,
                         &availability,
                         discovery,
                         qos,
                     );
-                    let _ = done_tx.send(());
+                    let _ = done_tx.send(clean);
                 })
                 .map_err(|e| SinkError::Io("mqtt thread".into(), e))?
         };
@@ -200,10 +243,20 @@ impl MqttSink {
             client,
             topics,
             qos,
+            what,
             state_interval: Duration::from_millis(config.state_interval_ms),
             last_state: HashMap::new(),
             primary: None,
-            dropped,
+            outbox: Outbox::new(outbox::CAPACITY),
+            link,
+            connects_seen: 0,
+            // Not connected yet: what is published before the first ConnAck waits like in any
+            // outage, and the first flush reports it.
+            outage: Some(Outage {
+                since: Instant::now(),
+                dropped_before: 0,
+                delivered: 0,
+            }),
             closing,
             done,
             thread: Some(thread),
@@ -214,28 +267,13 @@ impl MqttSink {
         &self.topics
     }
 
-    fn publish(&mut self, topic: &str, retain: bool, payload: Vec<u8>) {
-        if let Err(e) = self.client.try_publish(topic, self.qos, retain, payload) {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() || n == 0 {
-                log::warn!("mqtt: dropped {} message(s), queue full: {e}", n + 1);
-            }
-        }
-    }
-
-    fn publish_json<T: Serialize>(&mut self, topic: &str, retain: bool, value: &T) {
-        match serde_json::to_vec(value) {
-            Ok(bytes) => self.publish(topic, retain, bytes),
-            Err(e) => log::warn!("mqtt: cannot serialise for {topic}: {e}"),
-        }
-    }
-
-    fn publish_primary(&mut self, primary: Option<&FaceState>) {
+    /// Queues the primary expression when it changed; returns the messages dropped for room.
+    fn publish_primary(&mut self, primary: Option<&FaceState>) -> Result<u64, SinkError> {
         let key = primary.map_or((None, "none".to_string()), |f| {
             (Some(f.track), f.label.clone())
         });
         if self.primary.as_ref() == Some(&key) {
-            return;
+            return Ok(0);
         }
         let value = serde_json::json!({
             "schema": SCHEMA_VERSION,
@@ -243,23 +281,109 @@ impl MqttSink {
             "label": key.1,
             "confidence": primary.map(|f| f.confidence),
         });
-        let topic = self.topics.expression.clone();
-        self.publish_json(&topic, true, &value);
+        let payload = to_json(&self.topics.expression, &value)?;
+        let dropped = self.outbox.push_retained(&self.topics.expression, payload);
         self.primary = Some(key);
+        Ok(dropped)
+    }
+
+    /// Hands the outbox to rumqttc while the link is up, and says once per outage, when its events
+    /// are all out again, what it cost.
+    fn flush(&mut self) {
+        let up = self.link.up.load(Ordering::Acquire);
+        let connects = self.link.connects.load(Ordering::Acquire);
+        if self.outage.is_none() && (!up || connects != self.connects_seen) {
+            self.outage = Some(Outage {
+                since: Instant::now(),
+                dropped_before: self.outbox.dropped(),
+                delivered: 0,
+            });
+        }
+        if !up {
+            return;
+        }
+        let (client, qos, events) = (&self.client, self.qos, self.topics.events.as_str());
+        let flushed = self.outbox.flush(|m| {
+            match m {
+                Pending::Event(payload) => client.try_publish(events, qos, false, payload),
+                Pending::Retained { topic, payload } => {
+                    client.try_publish(topic, qos, true, payload)
+                }
+            }
+            .is_ok()
+        });
+        if self.outbox.events() > 0 {
+            if let Some(outage) = &mut self.outage {
+                outage.delivered += flushed.events;
+            }
+            return;
+        }
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        self.connects_seen = connects;
+        let delivered = outage.delivered + flushed.events;
+        let dropped = self.outbox.dropped() - outage.dropped_before;
+        // Measured from the first call that found the link down: the outage as the outputs saw
+        // it, to within a frame.
+        let secs = outage.since.elapsed().as_secs_f64();
+        if delivered == 0 && dropped == 0 && secs < 1.0 {
+            log::info!("mqtt: connected to {}", self.what);
+        } else {
+            log::info!(
+                "mqtt: connected to {} after {secs:.1} s: delivered {delivered} queued event(s), \
+                 dropped {dropped} message(s) for room",
+                self.what,
+            );
+        }
+    }
+
+    /// Ends a sink call: flushes, and turns messages dropped for room into an error, which the
+    /// pipeline counts.
+    fn finish(&mut self, dropped: u64) -> Result<(), SinkError> {
+        self.flush();
+        if dropped == 0 {
+            return Ok(());
+        }
+        let total = self.outbox.dropped();
+        // A long outage drops at frame rate: log at 1, 2, 4, 8, ... drops.
+        if (total + 1 - dropped..=total).any(u64::is_power_of_two) {
+            log::warn!(
+                "mqtt: outbox full ({} events), broker unreachable or slow: dropped the oldest \
+                 message(s), {total} so far",
+                outbox::CAPACITY
+            );
+        }
+        Err(SinkError::Mqtt(format!(
+            "outbox full: dropped {dropped} old message(s), {total} so far"
+        )))
     }
 }
 
-/// The connection thread: makes progress, announces `online` after each connect, backs off
-/// while the broker is unreachable, ends after the clean disconnect that `close` requests.
+fn to_json<T: Serialize>(topic: &str, value: &T) -> Result<Vec<u8>, SinkError> {
+    serde_json::to_vec(value)
+        .map_err(|e| SinkError::Mqtt(format!("cannot serialise for {topic}: {e}")))
+}
+
+/// The next wait between connection attempts: doubling, up to [`MAX_RETRY_DELAY`].
+fn next_delay(delay: Duration) -> Duration {
+    (delay * 2).min(MAX_RETRY_DELAY)
+}
+
+/// The connection thread: makes progress, announces `online` after each connect, tells the sink
+/// whether the link is up, backs off while the broker is unreachable, ends after the disconnect
+/// that `close` requests. Returns whether that disconnect was clean.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     mut connection: Connection,
     client: &Client,
+    link: &Link,
     closing: &AtomicBool,
     what: &str,
     availability: &str,
     discovery: Option<(String, Vec<u8>)>,
     qos: QoS,
-) {
+) -> bool {
     let mut delay = Duration::from_secs(1);
     let mut failures = 0u32;
     let mut disconnecting = false;
@@ -270,29 +394,34 @@ fn drive(
             // DISCONNECT) and publish the last will instead.
             match connection.recv_timeout(Duration::from_secs(2)) {
                 Ok(Ok(_)) => continue,
-                _ => break,
+                _ => return true,
             }
         } else {
             connection.recv()
         };
         match next {
             Ok(Ok(MqttEvent::Incoming(Incoming::ConnAck(_)))) => {
-                log::info!("mqtt: connected to {what}");
+                // The sink logs the reconnect, with what the outage cost, once it has flushed.
+                log::debug!("mqtt: connected to {what}");
                 failures = 0;
                 delay = Duration::from_secs(1);
                 if let Some((topic, payload)) = &discovery {
                     let _ = client.try_publish(topic, qos, true, payload.clone());
                 }
                 let _ = client.try_publish(availability, qos, true, "online");
+                // After `online`, so that subscribers see it before the outbox's backlog.
+                link.connects.fetch_add(1, Ordering::Release);
+                link.up.store(true, Ordering::Release);
             }
             Ok(Ok(MqttEvent::Outgoing(Outgoing::Disconnect))) => disconnecting = true,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
+                link.up.store(false, Ordering::Release);
                 if closing.load(Ordering::Relaxed) {
                     log::warn!(
                         "mqtt: {what} unreachable at shutdown ({e}); unsent messages are lost"
                     );
-                    break;
+                    return false;
                 }
                 failures += 1;
                 if failures == 1 {
@@ -306,12 +435,12 @@ fn drive(
                 }
                 if closing.load(Ordering::Relaxed) {
                     log::warn!("mqtt: {what} unreachable at shutdown; unsent messages are lost");
-                    break;
+                    return false;
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = next_delay(delay);
             }
             // Every client handle is gone.
-            Err(_) => break,
+            Err(_) => return false,
         }
     }
 }
@@ -346,26 +475,27 @@ impl Sink for MqttSink {
 
     fn on_event(&mut self, event: &Event) -> Result<(), SinkError> {
         let line = EventLine::from(event);
-        let events = self.topics.events.clone();
-        self.publish_json(&events, false, &line);
+        let mut dropped = self.outbox.push_event(to_json(&self.topics.events, &line)?);
         let id = event.state.track;
         let topic = self.topics.track_state(id);
         match event.kind {
             EventKind::Left => {
                 self.last_state.remove(&id);
                 // An empty retained message deletes the retained state on the broker.
-                self.publish(&topic, true, Vec::new());
+                dropped += self.outbox.push_retained(&topic, Vec::new());
             }
             EventKind::Appeared | EventKind::ExpressionChanged { .. } => {
-                self.publish_json(&topic, true, &TrackMessage::new(event.stamp, &line.face));
+                let payload = to_json(&topic, &TrackMessage::new(event.stamp, &line.face))?;
+                dropped += self.outbox.push_retained(&topic, payload);
                 self.last_state.insert(id, Instant::now());
             }
         }
-        Ok(())
+        self.finish(dropped)
     }
 
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError> {
         let now = Instant::now();
+        let mut dropped = 0;
         for track in &update.tracks {
             let due = self
                 .last_state
@@ -374,7 +504,8 @@ impl Sink for MqttSink {
             if due {
                 let topic = self.topics.track_state(track.track);
                 let face = FaceState::from(track);
-                self.publish_json(&topic, true, &TrackMessage::new(update.stamp, &face));
+                let payload = to_json(&topic, &TrackMessage::new(update.stamp, &face))?;
+                dropped += self.outbox.push_retained(&topic, payload);
                 self.last_state.insert(track.track, now);
             }
         }
@@ -383,31 +514,67 @@ impl Sink for MqttSink {
             .iter()
             .max_by(|a, b| (a.bbox[2] * a.bbox[3]).total_cmp(&(b.bbox[2] * b.bbox[3])))
             .map(FaceState::from);
-        self.publish_primary(primary.as_ref());
-        Ok(())
+        dropped += self.publish_primary(primary.as_ref())?;
+        self.finish(dropped)
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        self.publish_primary(None);
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        let mut dropped = match self.publish_primary(None) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("{e}");
+                1
+            }
+        };
         let availability = self.topics.availability.clone();
-        self.publish(&availability, true, b"offline".to_vec());
+        dropped += self
+            .outbox
+            .push_retained(&availability, b"offline".to_vec());
+        // Hand over what the link takes, retrying while rumqttc's queue is full; a broker that
+        // is down is not waited for (its last will says `offline` for us).
+        loop {
+            self.flush();
+            if self.outbox.is_empty()
+                || !self.link.up.load(Ordering::Acquire)
+                || Instant::now() >= deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.closing.store(true, Ordering::Relaxed);
         // Requests are sent in order, so the disconnect goes out after everything queued before.
-        let _ = self.client.try_disconnect();
-        match self.done.recv_timeout(Duration::from_secs(3)) {
-            Ok(()) => {
-                let _ = thread.join();
-                Ok(())
-            }
-            // The broker is unreachable: what is still queued is lost; the retained last will
-            // says `offline` for us.
-            Err(_) => Err(SinkError::Mqtt(
-                "not all messages were delivered before shutdown".into(),
-            )),
+        while self.client.try_disconnect().is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        let clean = match self
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(clean) => {
+                let _ = thread.join();
+                clean
+            }
+            Err(_) => false,
+        };
+        let (events, retained) = (self.outbox.events(), self.outbox.retained());
+        if clean && dropped == 0 && events == 0 && retained == 0 {
+            return Ok(());
+        }
+        let mut why = format!("{events} event(s) and {retained} retained message(s) still queued");
+        if dropped > 0 {
+            why += &format!(", {dropped} dropped for room");
+        }
+        if !clean {
+            why += ", the connection did not close cleanly";
+        }
+        Err(SinkError::Mqtt(format!(
+            "not all messages were delivered before shutdown ({why})"
+        )))
     }
 }
 
@@ -415,6 +582,17 @@ impl Sink for MqttSink {
 mod tests {
     use super::super::Secret;
     use super::*;
+
+    #[test]
+    fn the_retry_delay_doubles_up_to_a_few_seconds() {
+        let mut delay = Duration::from_secs(1);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            delay = next_delay(delay);
+            waits.push(delay.as_secs());
+        }
+        assert_eq!(waits, [2, 4, 5, 5, 5, 5]);
+    }
 
     #[test]
     fn topics_follow_the_base_topic() {

@@ -12,9 +12,11 @@
 //! - `expression`: the primary (largest) face's label as `{"schema":1,"track":..,"label":..,
 //!   "confidence":..}` (retained), `label` `none` without faces; the Home Assistant sensor's state.
 //!
-//! Publishing never blocks inference: messages go into rumqttc's bounded request queue and are
-//! dropped (and counted) when it is full, e.g. while the broker is unreachable. The connection runs
-//! on its own thread and reconnects with a growing delay (1 s up to 30 s).
+//! Publishing never blocks inference: messages wait in the sink's outbox while the broker is
+//! unreachable (events in order, at most `outbox::CAPACITY`, the oldest dropped and counted as a
+//! sink error; retained messages only the newest per topic) and go to rumqttc's request queue
+//! once it is back. The connection runs on its own thread and reconnects with a growing delay
+//! (1 s up to 5 s).
 
 use std::path::PathBuf;
 
@@ -24,6 +26,8 @@ use crate::track::TrackId;
 
 #[cfg(feature = "mqtt")]
 pub mod client;
+#[cfg(feature = "mqtt")]
+mod outbox;
 #[cfg(feature = "mqtt")]
 pub use client::MqttSink;
 
