@@ -279,11 +279,11 @@ fn conv_forward(
 }
 
 fn maxpool_forward(backend: Backend, from: &Layout, src: &[f32], to: &Layout, dst: &mut [f32]) {
-    assert!(src.len() >= from.len() && dst.len() >= to.len() && from.lanes == LANES);
-    assert!(to.h == pool_out(from.h) && to.w == pool_out(from.w) && to.blocks == from.blocks);
-    // SAFETY: the assertions above are `maxpool_any`'s contract but for `to.lanes == LANES`, which
-    // holds because `to` is `from` after a pool stage ([`Layout::after`] keeps the lanes). The
-    // backend is available, as in `conv_forward`.
+    assert!(src.len() >= from.len() && dst.len() >= to.len());
+    assert!(from.lanes == LANES && to.lanes == LANES && to.blocks == from.blocks);
+    assert!(to.h == pool_out(from.h) && to.w == pool_out(from.w));
+    // SAFETY: the assertions above are `maxpool_any`'s contract. The backend is available, as in
+    // `conv_forward`.
     unsafe {
         match backend {
             #[cfg(target_arch = "x86_64")]

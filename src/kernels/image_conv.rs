@@ -179,7 +179,9 @@ pub(super) unsafe fn image_conv_any<V: Vector, const R: usize, const P: usize>(
     planes: &[f32],
     out: &mut [f32],
 ) {
-    debug_assert_eq!(op.tile, R);
+    // Checked in release builds too: a tile other than the one the weights were packed for
+    // would read past them. Once per image, not per pixel.
+    assert_eq!(op.tile, R);
     let (oh, ow) = op.output_hw();
     let tiles = op.out_channels.div_ceil(R);
     for oy in 0..oh {

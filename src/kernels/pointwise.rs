@@ -160,7 +160,9 @@ pub(super) unsafe fn pointwise_any<V: Vector, const R: usize, const P: usize>(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    debug_assert_eq!(pw.tile, R);
+    // Checked in release builds too: a tile other than the one the weights were packed for
+    // would read past them. Once per image, not per pixel.
+    assert_eq!(pw.tile, R);
     let n = pw.pixels();
     let tiles = pw.out_channels.div_ceil(R);
     let mut p0 = 0;
