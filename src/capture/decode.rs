@@ -35,6 +35,11 @@ fn pick_luma(
     what: &str,
 ) -> Result<GrayImage, CaptureError> {
     let (w, h) = (width as usize, height as usize);
+    // A zero side would make a zero row length below (and `chunks(0)` panics); a driver or a
+    // recording can report one.
+    if w == 0 || h == 0 {
+        return Err(corrupt(format!("{what}: empty {w}x{h} frame")));
+    }
     let packed = w * step;
     let stride = effective_stride(stride, packed);
     if stride < packed {
@@ -43,7 +48,7 @@ fn pick_luma(
         )));
     }
     // The last row need not carry its padding.
-    let needed = if h == 0 { 0 } else { stride * (h - 1) + packed };
+    let needed = stride * (h - 1) + packed;
     if buf.len() < needed {
         return Err(corrupt(format!(
             "{what}: {} bytes, a {w}x{h} frame needs {needed}",
@@ -284,6 +289,19 @@ mod tests {
             grey_to_gray(&[0; 16], 4, 2, 3),
             Err(CaptureError::Fatal(_))
         ));
+    }
+
+    #[test]
+    fn a_zero_side_is_a_corrupt_frame_not_a_panic() {
+        // Found by tests/it/fuzz.rs: a zero width made the row length zero.
+        for (w, h) in [(0, 2), (2, 0), (0, 0)] {
+            for convert in [yuyv_to_gray, uyvy_to_gray, grey_to_gray] {
+                assert!(matches!(
+                    convert(&[0; 16], w, h, 0),
+                    Err(CaptureError::CorruptFrame(_))
+                ));
+            }
+        }
     }
 
     #[test]

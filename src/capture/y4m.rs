@@ -85,7 +85,11 @@ impl Y4mHeader {
         let (mut width, mut height, mut rate) = (None, None, None);
         let mut chroma = Y4mChroma::C420;
         for word in words {
-            let (tag, value) = word.split_at(1);
+            // By character, not byte: a header is text from a file, and a multi-byte first
+            // character must be an unknown tag, not a panic.
+            let mut chars = word.chars();
+            let tag = chars.next().map_or("", |c| &word[..c.len_utf8()]);
+            let value = chars.as_str();
             let number = |v: &str| {
                 v.parse::<u32>()
                     .map_err(|_| format!("bad header field {word:?}"))
@@ -108,7 +112,9 @@ impl Y4mHeader {
         }
         let width = width.ok_or("header has no width (W)")?;
         let height = height.ok_or("header has no height (H)")?;
-        if width == 0 || height == 0 || u64::from(width) * u64::from(height) > 1 << 28 {
+        // The camera bounds: a header may not make each frame allocate gigabytes.
+        let side = crate::limits::CAMERA_SIDE;
+        if side.check(width).is_err() || side.check(height).is_err() {
             return Err(format!("implausible frame size {width}x{height}"));
         }
         Ok(Y4mHeader {
@@ -377,9 +383,18 @@ mod tests {
             "YUV4MPEG2 W2 H0",
             "YUV4MPEG2 Wx H2",
             "YUV4MPEG2 W2 H2 C420p10",
+            // Beyond the camera bounds (limits.rs): each frame would allocate gigabytes.
+            "YUV4MPEG2 W100000 H2",
+            "YUV4MPEG2 W8193 H8193",
         ] {
             assert!(Y4mHeader::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_tag_that_is_not_ascii_is_ignored_not_a_panic() {
+        let h = Y4mHeader::parse("YUV4MPEG2 W4 H2 \u{e9}W9 \u{1f600}").unwrap();
+        assert_eq!((h.width, h.height), (4, 2));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod detect;
 #[cfg(feature = "display")]
 mod display;
 mod events_schema;
+mod fuzz;
 #[cfg(feature = "gpio")]
 mod gpio_cdev;
 #[cfg(feature = "mqtt")]
