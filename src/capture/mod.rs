@@ -10,6 +10,8 @@
 
 pub mod decode;
 pub mod devices;
+#[cfg(test)]
+mod exif_fixture;
 pub mod files;
 pub mod negotiate;
 pub mod still;

@@ -122,40 +122,9 @@ fn end_of_scan(bytes: &[u8], mut at: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::exif_fixture::{exif_orientation, jpeg};
     use super::*;
-    use image::codecs::jpeg::JpegEncoder;
-    use image::{ImageEncoder, Rgb, RgbImage};
-
-    /// A little-endian TIFF header with one IFD entry: Orientation (0x0112), SHORT, 1, `value`.
-    fn exif_orientation(value: u16) -> Vec<u8> {
-        let mut tiff = b"II*\0".to_vec();
-        tiff.extend_from_slice(&8u32.to_le_bytes());
-        tiff.extend_from_slice(&1u16.to_le_bytes());
-        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
-        tiff.extend_from_slice(&3u16.to_le_bytes());
-        tiff.extend_from_slice(&1u32.to_le_bytes());
-        tiff.extend_from_slice(&value.to_le_bytes());
-        tiff.extend_from_slice(&[0, 0]);
-        tiff.extend_from_slice(&0u32.to_le_bytes());
-        tiff
-    }
-
-    fn jpeg(image: &RgbImage, exif: Option<Vec<u8>>) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut encoder = JpegEncoder::new_with_quality(&mut out, 95);
-        if let Some(exif) = exif {
-            encoder.set_exif_metadata(exif).unwrap();
-        }
-        encoder
-            .write_image(
-                image.as_raw(),
-                image.width(),
-                image.height(),
-                image::ExtendedColorType::Rgb8,
-            )
-            .unwrap();
-        out
-    }
+    use image::{Rgb, RgbImage};
 
     /// 64x32, black but for a white 16x16 block in the stored top-left corner.
     fn marked() -> RgbImage {

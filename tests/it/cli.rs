@@ -456,36 +456,12 @@ fn calibrate_crop_measures_what_it_can_read_and_exits_1_for_the_rest() {
     assert!(stderr.contains("1 input(s) could not be read"), "{stderr}");
 }
 
-/// A little-endian EXIF (TIFF) block whose only entry is Orientation = `value`.
-fn exif_orientation(value: u16) -> Vec<u8> {
-    let mut tiff = b"II*\0".to_vec();
-    tiff.extend_from_slice(&8u32.to_le_bytes()); // the IFD's offset
-    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
-    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
-    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
-    tiff.extend_from_slice(&1u32.to_le_bytes());
-    tiff.extend_from_slice(&value.to_le_bytes());
-    tiff.extend_from_slice(&[0; 2]);
-    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    tiff
-}
+#[path = "../../src/capture/exif_fixture.rs"]
+mod exif_fixture;
+use exif_fixture::exif_orientation;
 
 fn save_jpeg(path: &Path, image: &image::RgbImage, exif: Option<Vec<u8>>) {
-    use image::ImageEncoder;
-    let mut out = Vec::new();
-    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
-    if let Some(exif) = exif {
-        encoder.set_exif_metadata(exif).unwrap();
-    }
-    encoder
-        .write_image(
-            image.as_raw(),
-            image.width(),
-            image.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .unwrap();
-    fs::write(path, out).unwrap();
+    fs::write(path, exif_fixture::jpeg(image, exif)).unwrap();
 }
 
 fn face_box(out: &Output) -> Vec<f64> {
