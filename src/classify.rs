@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use crate::align::{self, CropGeometry, CropTransform};
 use crate::config::ModelConfig;
-use crate::detect::{BBox, DetectError, Detector, DetectorConfig, DetectorModel, Face, Point};
+use crate::detect::{
+    BBox, DetectError, Detector, DetectorConfig, DetectorModel, Face, Point, Tiles,
+};
 use crate::ensemble::{Ensemble, EnsembleError, Precision, Prediction, Session};
 use crate::models::{self, ModelError, ModelSource, Purpose};
 
@@ -42,6 +44,11 @@ pub struct ClassifierOptions {
     pub min_face: Option<f32>,
     pub max_faces: Option<usize>,
     pub score_threshold: Option<f32>,
+    /// Whether large images are also searched tile by tile for small faces.
+    pub tiles: Tiles,
+    /// Whether unsure faces need the detector's second opinion; `None`: yes for still images,
+    /// for live video only when it is tiled ([`ClassifierOptions::for_live_video`]).
+    pub verify: Option<bool>,
     /// Every image is one already-cropped face: no detector.
     pub no_detect: bool,
     /// Crop side as a multiple of the detector's box, over the model's calibrated value.
@@ -72,10 +79,26 @@ impl ClassifierOptions {
             min_face: None,
             max_faces: None,
             score_threshold: None,
+            tiles: Tiles::default(),
+            verify: None,
             no_detect: false,
             crop_scale: None,
             keep_model: config.keep.unwrap_or(false),
             allow_test_fixture: false,
+        }
+    }
+
+    /// These options for a live camera or recording: `auto` tiles off (a frame's time budget
+    /// cannot pay 37 or more detector runs) and, unless asked for, no second opinion on an
+    /// untiled frame, where gray camera faces score below [`crate::detect::CONFIDENT`] and each
+    /// would cost two more detector runs a pass. Tiled live video keeps it: tiles multiply the
+    /// chances of a false face.
+    pub fn for_live_video(self) -> Self {
+        let tiles = self.tiles.for_live_video();
+        ClassifierOptions {
+            tiles,
+            verify: Some(self.verify.unwrap_or(tiles != Tiles::Off)),
+            ..self
         }
     }
 
@@ -90,6 +113,8 @@ impl ClassifierOptions {
         if let Some(v) = self.score_threshold {
             config.score_threshold = v;
         }
+        config.tiles = self.tiles;
+        config.verify = self.verify.unwrap_or(true);
         config
     }
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub board: Option<BoardInfo>,
     pub camera: CaptureOptions,
     pub model: ModelConfig,
+    pub detect: DetectConfig,
     pub pipeline: PipelineConfig,
     pub tracker: TrackerConfig,
     pub json: JsonConfig,
@@ -65,6 +66,20 @@ pub struct ModelConfig {
     pub keep: Option<bool>,
 }
 
+/// How the detector searches a frame (`[detect]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// A number of tile levels from 1 to 4 (search a wide view tile by tile for small faces),
+    /// `"off"`, or `"auto"`: off for `run` (live video), enough levels for 4 % faces in stills.
+    /// Default auto.
+    pub tiles: Option<crate::detect::Tiles>,
+    /// A face the detector is unsure of (score below 0.85) is reported only if it finds it again in
+    /// two crops around it (two more detector runs per such face). Default: true for still images;
+    /// for `run`, true only when tiles are on.
+    pub verify: Option<bool>,
+}
+
 /// What the command line sets over the board profile and the config file: the third layer.
 /// `None` (or `false`) leaves the layered value as it is; a set flag always wins.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -77,6 +92,8 @@ pub struct Overrides {
     pub precision: Option<crate::ensemble::Precision>,
     pub keep_model: Option<bool>,
     pub detector: Option<crate::detect::DetectorModel>,
+    pub tiles: Option<crate::detect::Tiles>,
+    pub verify: Option<bool>,
     pub detect_every: Option<u32>,
     pub max_frames: Option<u64>,
     pub min_hits: Option<u32>,
@@ -136,6 +153,8 @@ impl Overrides {
         set_some(&mut model.precision, &self.precision);
         set_some(&mut model.keep, &self.keep_model);
         set_some(&mut model.detector, &self.detector);
+        set_some(&mut config.detect.tiles, &self.tiles);
+        set_some(&mut config.detect.verify, &self.verify);
 
         set(&mut config.pipeline.detect_every, &self.detect_every);
         set_some(&mut config.pipeline.max_frames, &self.max_frames);
@@ -532,6 +551,19 @@ mod tests {
             Config::resolve(None, None, &flags),
             Err(ConfigError::Tracker(_))
         ));
+    }
+
+    #[test]
+    fn the_detect_section_takes_tiles_and_verify() {
+        use crate::detect::Tiles;
+        let config = Config::from_toml("[detect]\ntiles = 2\nverify = false\n", "x").unwrap();
+        assert_eq!(config.detect.tiles, Some(Tiles::Levels(2)));
+        assert_eq!(config.detect.verify, Some(false));
+        let auto = Config::from_toml("[detect]\ntiles = \"auto\"\n", "x").unwrap();
+        assert_eq!(auto.detect.tiles, Some(Tiles::Auto));
+        let err = Config::from_toml("[detect]\n\ntiles = 7\n", "x").unwrap_err();
+        assert!(err.to_string().starts_with("x:3:"), "{err}");
+        assert!(Config::from_toml("[detect]\ntile = 1\n", "x").is_err());
     }
 
     #[test]

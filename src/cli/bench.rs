@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use ferrite::bench::Graphs;
 use ferrite::classify::{Classifier, ClassifierOptions};
-use ferrite::config::ModelConfig;
+use ferrite::config::{DetectConfig, ModelConfig};
 use ferrite::ensemble::{OpTime, Precision};
 use ferrite::models;
 
@@ -132,10 +132,13 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     }
     let tract_threads = usize::from(args.tract_threads);
     ferrite::bench::set_tract_threads(tract_threads).map_err(anyhow::Error::msg)?;
+    let options = args
+        .pipeline
+        .options(&ModelConfig::default(), &DetectConfig::default());
     let base = ClassifierOptions {
         // Times the model named, never a faster sibling.
         keep_model: true,
-        ..args.pipeline.options(&ModelConfig::default())
+        ..options.for_live_video()
     };
     let models = if args.all_models {
         models::bundled_manifests()?

@@ -12,7 +12,7 @@ use serde::Serialize;
 use ferrite::capture::files::{expand_inputs, Job};
 use ferrite::capture::still::read_image;
 use ferrite::classify::{Classifier, ClassifierOptions, ClassifySession, FaceResult};
-use ferrite::config::{Config, ModelConfig};
+use ferrite::config::{Config, DetectConfig, ModelConfig};
 use ferrite::detect::{Detector, DetectorConfig, DetectorModel};
 #[cfg(feature = "display")]
 use ferrite::display::Display;
@@ -104,7 +104,11 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         None => Config::default(),
     };
     // The config file gives classify its [display] only; the model comes from the flags.
-    let classifier = Classifier::build(&args.pipeline.options(&ModelConfig::default()))?;
+    let classifier = Classifier::build(
+        &args
+            .pipeline
+            .options(&ModelConfig::default(), &DetectConfig::default()),
+    )?;
     let jobs = expand_inputs(&args.inputs);
     let mut printer = Printer::new(args.pretty, args.landmarks);
     let mut last_faces = None;
@@ -143,7 +147,9 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     let options = ClassifierOptions {
         // Accuracy is reported for the model named, never a faster sibling.
         keep_model: true,
-        ..args.pipeline.options(&ModelConfig::default())
+        ..args
+            .pipeline
+            .options(&ModelConfig::default(), &DetectConfig::default())
     };
     let classifier = Classifier::build(&options)?;
     let labels = classifier.ensemble().manifest().labels.clone();

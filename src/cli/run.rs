@@ -171,7 +171,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.config.as_deref(),
         &args.overrides(),
     )?;
-    let classifier = Classifier::build(&args.pipeline.options(&config.model))?;
+    let options = args
+        .pipeline
+        .options(&config.model, &config.detect)
+        .for_live_video();
+    let classifier = Classifier::build(&options)?;
     let source = capture::open_source(&config.camera.device, &config.camera)?;
     // Unpaced files are read as fast as inference takes them, so none may be dropped; cameras
     // and paced files run in real time, where the newest frame must win.
@@ -269,6 +273,8 @@ impl RunArgs {
             precision: p.precision,
             keep_model: p.keep_model.then_some(true),
             detector: p.detector,
+            tiles: p.tiles,
+            verify: p.no_verify.then_some(false),
             detect_every: self.detect_every,
             max_frames: self.max_frames,
             min_hits: self.min_hits,

@@ -265,6 +265,30 @@ impl RawDetection {
         self.bbox().iou(&other.bbox())
     }
 
+    /// This detection with every point (box corners, keypoints) moved by `f`: from input to
+    /// frame pixels, say.
+    pub(super) fn map(&self, f: impl Fn(f32, f32) -> (f32, f32)) -> RawDetection {
+        let (xmin, ymin) = f(self.xmin, self.ymin);
+        let (xmax, ymax) = f(self.xmax, self.ymax);
+        RawDetection {
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+            keypoints: self.keypoints.map(|(x, y)| f(x, y)),
+            score: self.score,
+        }
+    }
+
+    /// The face this detection (in frame pixels) describes.
+    pub(super) fn to_face(self) -> Face {
+        Face {
+            bbox: self.bbox(),
+            score: self.score,
+            keypoints: self.keypoints.map(|(x, y)| Point { x, y }),
+        }
+    }
+
     pub(super) fn is_finite(&self) -> bool {
         [self.xmin, self.ymin, self.xmax, self.ymax, self.score]
             .iter()
@@ -367,23 +391,4 @@ pub(super) fn weighted_nms(mut dets: Vec<RawDetection>, iou_threshold: f32) -> V
         });
     }
     out
-}
-
-pub(super) fn to_face(d: &RawDetection, letterbox: &Letterbox) -> Face {
-    let (x0, y0) = letterbox.frame_from_input(d.xmin, d.ymin);
-    let (x1, y1) = letterbox.frame_from_input(d.xmax, d.ymax);
-    let keypoints = d.keypoints.map(|(x, y)| {
-        let (x, y) = letterbox.frame_from_input(x, y);
-        Point { x, y }
-    });
-    Face {
-        bbox: BBox {
-            x: x0,
-            y: y0,
-            w: x1 - x0,
-            h: y1 - y0,
-        },
-        score: d.score,
-        keypoints,
-    }
 }

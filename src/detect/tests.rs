@@ -470,3 +470,126 @@ fn detector_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Detector>();
 }
+
+/// The sample face shrunk to `face` pixels (box side) and pasted at (`x`, `y`) on a textured
+/// `width x height` frame.
+fn small_face_frame(width: u32, height: u32, face: f32, x: i64, y: i64) -> image::RgbImage {
+    let astronaut = image::load_from_memory(crate::bench::SAMPLE_JPEG)
+        .unwrap()
+        .into_rgb8();
+    // The detector's box on the 512x512 sample is about 94 px.
+    let side = (512.0 * face / 94.0).round() as u32;
+    let shrunk = image::imageops::resize(
+        &astronaut,
+        side,
+        side,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut frame = image::RgbImage::from_fn(width, height, |x, y| {
+        let v = (96 + (x * 7 + y * 13) % 64) as u8;
+        image::Rgb([v, v, v])
+    });
+    image::imageops::overlay(&mut frame, &shrunk, x, y);
+    frame
+}
+
+#[test]
+fn tiles_find_a_face_the_whole_frame_pass_cannot() {
+    // A 60 px face in a 1920x1080 frame is 4 px in the 128x128 whole-frame input.
+    let frame = small_face_frame(1920, 1080, 60.0, 1300, 700);
+    let untiled = Detector::new(DetectorConfig {
+        tiles: Tiles::Off,
+        ..DetectorConfig::default()
+    })
+    .unwrap();
+    assert!(untiled.detect(&frame).unwrap().is_empty());
+    let tiled = Detector::new(DetectorConfig::default()).unwrap();
+    assert_eq!(tiled.tile_levels(1920, 1080), 3);
+    let faces = tiled.detect(&frame).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    let b = faces[0].bbox;
+    // Where the sample's face lands: (178, 81) of 512 scaled by 60/94, plus the offset.
+    let scale = 60.0 / 94.0;
+    let (want_x, want_y) = (1300.0 + 178.0 * scale, 700.0 + 81.0 * scale);
+    assert!(
+        (b.x - want_x).abs() < 8.0 && (b.y - want_y).abs() < 8.0,
+        "{b:?}"
+    );
+    assert!((b.w - 60.0).abs() < 12.0, "{b:?}");
+    // The gray frame finds it too.
+    let gray = image::imageops::grayscale(&frame);
+    assert_eq!(tiled.detect_gray(&gray).unwrap().len(), 1);
+}
+
+#[test]
+fn a_face_straddling_tiles_is_reported_once() {
+    // Level-1 tiles of a 1920x1080 frame are 960 wide and start at 0, 480 and 960: a face
+    // straddling x = 960 is cut by two tiles and whole in the middle one.
+    let frame = small_face_frame(1920, 1080, 150.0, 960 - 130, 300);
+    let detector = Detector::new(DetectorConfig {
+        tiles: Tiles::Levels(2),
+        ..DetectorConfig::default()
+    })
+    .unwrap();
+    let faces = detector.detect(&frame).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+}
+
+/// The gray sample with two tile levels: a patch of the suit scores 0.62 in one level-2 tile.
+/// The second opinion finds it nowhere in the crops around it, and keeps the real face.
+#[test]
+fn the_second_opinion_rejects_a_false_face_found_in_a_tile() {
+    let gray = image::imageops::grayscale(
+        &image::load_from_memory(crate::bench::SAMPLE_JPEG)
+            .unwrap()
+            .into_rgb8(),
+    );
+    let config = DetectorConfig {
+        tiles: Tiles::Levels(2),
+        verify: false,
+        ..DetectorConfig::default()
+    };
+    let unverified = Detector::new(config.clone())
+        .unwrap()
+        .detect_gray(&gray)
+        .unwrap();
+    assert_eq!(unverified.len(), 2, "{unverified:?}");
+    assert!(unverified[1].score < CONFIDENT);
+    let verified = Detector::new(DetectorConfig {
+        verify: true,
+        ..config
+    })
+    .unwrap()
+    .detect_gray(&gray)
+    .unwrap();
+    assert_eq!(verified, unverified[..1]);
+}
+
+#[test]
+fn nested_boxes_are_covered_and_neighbours_are_not() {
+    let big = BBox {
+        x: 0.0,
+        y: 0.0,
+        w: 100.0,
+        h: 100.0,
+    };
+    assert!(big.covers(
+        &BBox {
+            x: 50.0,
+            y: 50.0,
+            w: 30.0,
+            h: 30.0
+        },
+        NESTED
+    ));
+    assert!(!big.covers(
+        &BBox {
+            x: 90.0,
+            y: 90.0,
+            w: 30.0,
+            h: 30.0
+        },
+        NESTED
+    ));
+    assert!(!big.covers(&big, NESTED), "not smaller");
+}
