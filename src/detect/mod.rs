@@ -296,6 +296,10 @@ pub struct Detector {
     kernels: Option<Backend>,
     /// Idle sessions, one per thread that has detected concurrently so far.
     sessions: Mutex<Vec<DetectorSession>>,
+    /// Who gives the second opinion when it is not this detector: the short model, for the
+    /// long one. Two models that learnt differently rarely agree on the same texture: the long
+    /// model re-checking itself keeps scikit-image's cat (0.79), the short one finds no face there.
+    verifier: Option<Box<Detector>>,
 }
 
 /// What one detection needs besides the plan, kept between frames so that a warm detector
@@ -353,6 +357,7 @@ impl Detector {
         kernels: ConvKernels,
     ) -> Result<Self, DetectError> {
         config.validate()?;
+        let requested_kernels = kernels;
         let load_err = |reason: String| DetectError::ModelLoad {
             origin: origin.to_string(),
             reason,
@@ -384,6 +389,21 @@ impl Detector {
             .map_err(shape_err)?;
         let (anchors, group_sizes) = generate_anchors(size, &config.model.strides());
         let layout = Self::output_layout(&plan, &group_sizes).map_err(load_err)?;
+        let verifier = if config.verify && config.model != DetectorModel::Short {
+            let short = DetectorConfig {
+                tiles: Tiles::Off,
+                verify: false,
+                ..DetectorConfig::for_model(DetectorModel::Short)
+            };
+            Some(Box::new(Detector::from_bytes_with(
+                DetectorModel::Short.embedded(),
+                "(embedded Short, the second opinion)",
+                short,
+                requested_kernels,
+            )?))
+        } else {
+            None
+        };
         Ok(Detector {
             config,
             plan,
@@ -391,6 +411,7 @@ impl Detector {
             layout,
             kernels,
             sessions: Mutex::new(Vec::new()),
+            verifier,
         })
     }
 
@@ -584,7 +605,7 @@ impl Detector {
 
     /// The second opinion on a face the detector is not sure of: the mean of its score and the
     /// best scores of detections that find it again (box IoU at least [`AGREE_IOU`]) in square
-    /// crops [`RECHECK_CROPS`] times its side, centred on it. A real face is found again at each
+    /// crops [`RECHECK_CROPS`] times its side, centred on it, by the short model. A real face is found again at each
     /// scale; texture that happened to score in one tile or at one scale rarely is, and a box
     /// drawn around a much smaller face is found again at that face's size, not its own.
     fn second_opinion<P>(
@@ -596,8 +617,9 @@ impl Detector {
     where
         P: image::Pixel<Subpixel = u8> + 'static,
     {
+        let checker = self.verifier.as_deref().unwrap_or(self);
         let (w, h) = image.dimensions();
-        let size = self.config.model.input_size() as u32;
+        let size = checker.config.model.input_size() as u32;
         let b = face.bbox;
         let (cx, cy) = (b.x + b.w / 2.0, b.y + b.h / 2.0);
         let mut total = face.score;
@@ -617,9 +639,9 @@ impl Detector {
             };
             let part = image::imageops::crop_imm(image, tile.x, tile.y, tile.w, tile.h).to_image();
             let letterbox = Letterbox::new(tile.w, tile.h, size);
-            let outputs = self.run_with(|data| fill(&letterbox, &part, data))?;
+            let outputs = checker.run_with(|data| fill(&letterbox, &part, data))?;
             let mut again = Vec::new();
-            self.decode_into(
+            checker.decode_into(
                 &outputs,
                 &letterbox,
                 Some(tile),

@@ -345,3 +345,30 @@ fn model_file_errors_are_typed() {
             .expect("detect")
     );
 }
+
+/// scikit-image's cat (CC0, tests/detection/images/cat.jpg) looks like a face to the long model
+/// at 0.74. Its second opinion comes from the short model, which sees no face there; a real face
+/// scoring as low (the gray sample at the same threshold) is kept.
+#[test]
+fn the_long_models_false_face_on_the_cat_is_rejected_by_the_short_ones_opinion() {
+    let cat = image::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/detection/images/cat.jpg"
+    ))
+    .expect("cat.jpg")
+    .into_rgb8();
+    let config = |verify| DetectorConfig {
+        score_threshold: 0.6,
+        tiles: Tiles::Off,
+        verify,
+        ..DetectorConfig::for_model(DetectorModel::Long)
+    };
+    let unverified = Detector::new(config(false)).unwrap().detect(&cat).unwrap();
+    assert_eq!(unverified.len(), 1, "{unverified:?}");
+    assert!(unverified[0].score < ferrite::detect::CONFIDENT);
+    let verifying = Detector::new(config(true)).unwrap();
+    assert!(verifying.detect(&cat).unwrap().is_empty());
+    let gray =
+        image::DynamicImage::ImageLuma8(image::imageops::grayscale(&astronaut())).into_rgb8();
+    assert_eq!(verifying.detect(&gray).unwrap().len(), 1);
+}
