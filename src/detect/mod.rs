@@ -572,9 +572,10 @@ impl Detector {
         let letterbox = Letterbox::new(w, h, size);
         let outputs = self.run_with(|data| fill(&letterbox, image, data))?;
         let threshold = self.config.score_threshold;
-        let mut dets = Vec::new();
-        self.decode_into(&outputs, &letterbox, None, threshold, (w, h), &mut dets)?;
         let levels = self.tile_levels(w, h);
+        // The whole frame's detections, then all tiles'.
+        let (mut whole, mut tiled) = (Vec::new(), Vec::new());
+        self.decode_into(&outputs, &letterbox, None, threshold, (w, h), &mut whole)?;
         for tile in tiles::plan(w, h, levels) {
             // A view would save this copy, but the letterbox reads whole rows; a tile is at most
             // a quarter of the frame and the graph run costs far more.
@@ -587,10 +588,10 @@ impl Detector {
                 Some(tile),
                 threshold,
                 (w, h),
-                &mut dets,
+                &mut tiled,
             )?;
         }
-        let mut faces = self.faces(dets, levels > 0);
+        let mut faces = self.faces([whole, tiled]);
         if self.config.verify {
             let mut kept = Vec::with_capacity(faces.len());
             for face in faces {
@@ -707,34 +708,42 @@ impl Detector {
         Ok(())
     }
 
-    /// Merges detections in frame pixels into faces, best first. Across tile levels a face can
-    /// also be found as part of a larger one (an eye region in a small tile): a face lying mostly
-    /// inside a better-scoring, larger one is dropped, as faces do not nest.
-    fn faces(&self, dets: Vec<RawDetection>, tiled: bool) -> Vec<Face> {
-        let merged = weighted_nms(dets, self.config.iou_threshold);
-        let mut faces: Vec<Face> = Vec::with_capacity(merged.len());
-        for d in &merged {
-            let face = d.to_face();
-            if face.bbox.w.max(face.bbox.h) < self.config.min_face_size {
-                continue;
-            }
-            if tiled
-                && faces
-                    .iter()
-                    .any(|kept| kept.bbox.covers(&face.bbox, NESTED))
-            {
-                continue;
-            }
-            faces.push(face);
-            if faces.len() == self.config.max_faces {
-                break;
+    /// Merges the whole frame's detections, then the tiles' (all levels merged together, frame
+    /// pixels) into faces, best first. A face the whole-frame pass finds keeps that pass's box:
+    /// the tiles add only faces that overlap none of those (by more than `iou_threshold`) and
+    /// neither lie mostly inside one nor hold one (faces do not nest: an eye region found in a
+    /// small tile is part of a face found whole). So such a face gets the same box with tiles as
+    /// without, and the crop calibrated on those boxes still fits. A face only tiles find gets
+    /// the score-weighted mean of its tile levels' boxes: the coarsest of them sees it at the
+    /// bottom of the model's range, where its box is least exact.
+    fn faces(&self, passes: [Vec<RawDetection>; 2]) -> Vec<Face> {
+        let iou_threshold = self.config.iou_threshold;
+        let mut faces: Vec<Face> = Vec::new();
+        for dets in passes {
+            let coarser = faces.len();
+            for d in weighted_nms(dets, iou_threshold) {
+                let face = d.to_face();
+                if face.bbox.w.max(face.bbox.h) < self.config.min_face_size {
+                    continue;
+                }
+                let known = faces[..coarser].iter().any(|kept| {
+                    kept.bbox.iou(&face.bbox) > iou_threshold
+                        || kept.bbox.covers(&face.bbox, NESTED)
+                        || face.bbox.covers(&kept.bbox, NESTED)
+                });
+                if !known {
+                    faces.push(face);
+                }
             }
         }
+        // Stable: equal scores keep their level order.
+        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        faces.truncate(self.config.max_faces);
         faces
     }
 }
 
-/// A face with at least this fraction of its area inside a larger, better one is part of it.
+/// A face with at least this fraction of its area inside a larger one is part of it.
 const NESTED: f32 = 0.6;
 
 /// Faces scoring at least this need no second opinion. On tests/detection every whole-frame face

@@ -593,3 +593,24 @@ fn nested_boxes_are_covered_and_neighbours_are_not() {
     ));
     assert!(!big.covers(&big, NESTED), "not smaller");
 }
+
+/// The crop is calibrated on whole-frame boxes: tiles must not move the box of a face the
+/// whole-frame pass finds (merging it with its tile detections grew the sample's box by 4 px).
+#[test]
+fn tiles_keep_the_whole_frame_box_of_a_face_it_finds() {
+    let sample = image::load_from_memory(crate::bench::SAMPLE_JPEG)
+        .unwrap()
+        .into_rgb8();
+    let detect = |tiles| {
+        Detector::new(DetectorConfig {
+            tiles,
+            ..DetectorConfig::default()
+        })
+        .unwrap()
+        .detect(&sample)
+        .unwrap()
+    };
+    let whole = detect(Tiles::Off);
+    assert_eq!(whole.len(), 1);
+    assert_eq!(detect(Tiles::Levels(2)), whole);
+}
