@@ -591,17 +591,43 @@ impl Detector {
                 &mut tiled,
             )?;
         }
-        let mut faces = self.faces([whole, tiled]);
-        if self.config.verify {
-            let mut kept = Vec::with_capacity(faces.len());
-            for face in faces {
-                if face.score >= CONFIDENT || self.second_opinion(image, fill, &face)? >= VERIFIED {
-                    kept.push(face);
-                }
-            }
-            faces = kept;
+        // The whole frame's faces are settled (second opinion included) before the tiles add
+        // theirs: a rejected whole-frame box drawn around a small face must not hide the tiles'
+        // good box of it.
+        let mut faces = self.merge(whole, &[]);
+        self.keep_verified(image, fill, &mut faces)?;
+        if levels > 0 {
+            let mut added = self.merge(tiled, &faces);
+            self.keep_verified(image, fill, &mut added)?;
+            faces.append(&mut added);
+            // Stable: a whole-frame face stays ahead of a tile face of equal score.
+            faces.sort_by(|a, b| b.score.total_cmp(&a.score));
         }
+        faces.truncate(self.config.max_faces);
         Ok(faces)
+    }
+
+    /// Drops the faces the second opinion rejects, when it is on.
+    fn keep_verified<P>(
+        &self,
+        image: &image::ImageBuffer<P, Vec<u8>>,
+        fill: fn(&Letterbox, &image::ImageBuffer<P, Vec<u8>>, &mut [f32]),
+        faces: &mut Vec<Face>,
+    ) -> Result<(), DetectError>
+    where
+        P: image::Pixel<Subpixel = u8> + 'static,
+    {
+        if !self.config.verify {
+            return Ok(());
+        }
+        let mut kept = Vec::with_capacity(faces.len());
+        for face in faces.drain(..) {
+            if face.score >= CONFIDENT || self.second_opinion(image, fill, &face)? >= VERIFIED {
+                kept.push(face);
+            }
+        }
+        *faces = kept;
+        Ok(())
     }
 
     /// The second opinion on a face the detector is not sure of: the mean of its score and the
@@ -708,38 +734,28 @@ impl Detector {
         Ok(())
     }
 
-    /// Merges the whole frame's detections, then the tiles' (all levels merged together, frame
-    /// pixels) into faces, best first. A face the whole-frame pass finds keeps that pass's box:
-    /// the tiles add only faces that overlap none of those (by more than `iou_threshold`) and
-    /// neither lie mostly inside one nor hold one (faces do not nest: an eye region found in a
-    /// small tile is part of a face found whole). So such a face gets the same box with tiles as
-    /// without, and the crop calibrated on those boxes still fits. A face only tiles find gets
-    /// the score-weighted mean of its tile levels' boxes: the coarsest of them sees it at the
-    /// bottom of the model's range, where its box is least exact.
-    fn faces(&self, passes: [Vec<RawDetection>; 2]) -> Vec<Face> {
+    /// Merges one pass's detections (the whole frame's, or all tiles' at every level, in frame
+    /// pixels) into faces, best first, leaving out those `found` already holds: a tile face that
+    /// overlaps a whole-frame face by more than `iou_threshold`, lies mostly inside one or holds
+    /// one (faces do not nest: an eye region found in a small tile is part of a face found
+    /// whole). So a face the whole-frame pass finds keeps that pass's box with tiles as without,
+    /// and the crop calibrated on those boxes still fits. A face only tiles find gets the
+    /// score-weighted mean of its tile levels' boxes: the coarsest of them sees it at the bottom
+    /// of the model's range, where its box is least exact.
+    fn merge(&self, dets: Vec<RawDetection>, found: &[Face]) -> Vec<Face> {
         let iou_threshold = self.config.iou_threshold;
-        let mut faces: Vec<Face> = Vec::new();
-        for dets in passes {
-            let coarser = faces.len();
-            for d in weighted_nms(dets, iou_threshold) {
-                let face = d.to_face();
-                if face.bbox.w.max(face.bbox.h) < self.config.min_face_size {
-                    continue;
-                }
-                let known = faces[..coarser].iter().any(|kept| {
+        weighted_nms(dets, iou_threshold)
+            .into_iter()
+            .map(RawDetection::to_face)
+            .filter(|face| face.bbox.w.max(face.bbox.h) >= self.config.min_face_size)
+            .filter(|face| {
+                !found.iter().any(|kept| {
                     kept.bbox.iou(&face.bbox) > iou_threshold
                         || kept.bbox.covers(&face.bbox, NESTED)
                         || face.bbox.covers(&kept.bbox, NESTED)
-                });
-                if !known {
-                    faces.push(face);
-                }
-            }
-        }
-        // Stable: equal scores keep their level order.
-        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-        faces.truncate(self.config.max_faces);
-        faces
+                })
+            })
+            .collect()
     }
 }
 
