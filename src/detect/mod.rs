@@ -145,7 +145,6 @@ impl BBox {
         self.w.max(0.0) * self.h.max(0.0)
     }
 
-    /// Intersection over union; zero when the boxes do not overlap or both are empty.
     /// Whether `inner`, smaller than this box, has at least `fraction` of its area inside it.
     pub fn covers(&self, inner: &BBox, fraction: f32) -> bool {
         if inner.area() >= self.area() {
@@ -156,6 +155,7 @@ impl BBox {
         w > 0.0 && h > 0.0 && w * h >= fraction * inner.area()
     }
 
+    /// Intersection over union; zero when the boxes do not overlap or both are empty.
     pub fn iou(&self, other: &BBox) -> f32 {
         let w = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
         let h = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
@@ -631,10 +631,11 @@ impl Detector {
     }
 
     /// The second opinion on a face the detector is not sure of: the mean of its score and the
-    /// best scores of detections that find it again (box IoU at least [`AGREE_IOU`]) in square
-    /// crops [`RECHECK_CROPS`] times its side, centred on it, by the short model. A real face is found again at each
-    /// scale; texture that happened to score in one tile or at one scale rarely is, and a box
-    /// drawn around a much smaller face is found again at that face's size, not its own.
+    /// best scores of the short model's detections that find it again (box IoU at least
+    /// [`AGREE_IOU`]) in square crops [`RECHECK_CROPS`] times its side, centred on it. A real
+    /// face is found again at each scale; texture that happened to score in one tile or at one
+    /// scale rarely is, and a box drawn around a much smaller face is found again at that
+    /// face's size, not its own.
     fn second_opinion<P>(
         &self,
         image: &image::ImageBuffer<P, Vec<u8>>,
@@ -762,9 +763,9 @@ impl Detector {
 /// A face with at least this fraction of its area inside a larger one is part of it.
 const NESTED: f32 = 0.6;
 
-/// Faces scoring at least this need no second opinion. On tests/detection every whole-frame face
-/// in colour scored above it; gray faces, small faces found in tiles and the false faces of both
-/// (at most 0.76, and the long model's 0.79 on scikit-image's cat) score below.
+/// Faces scoring at least this need no second opinion. The whole-frame pass's faces of
+/// tests/detection score 0.92 at the median; gray faces, small faces found in tiles and every
+/// false face seen (at most 0.76, and the long model's 0.79 on scikit-image's cat) score below.
 pub const CONFIDENT: f32 = 0.85;
 /// Sides of the second opinion's crops, as multiples of the face's side: the face fills 62 % and
 /// 42 % of what the model sees, inside its best range (docs/detection.md).
