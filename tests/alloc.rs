@@ -13,7 +13,7 @@ use std::path::Path;
 
 use ferrite::align::{self, CropGeometry};
 use ferrite::classify::{Classifier, StageTimes};
-use ferrite::detect::{Detector, DetectorConfig};
+use ferrite::detect::{Detector, DetectorConfig, Tiles};
 use ferrite::ensemble::Ensemble;
 use ferrite::kernels::{Backend, ConvKernels};
 use ferrite::models;
@@ -94,8 +94,14 @@ fn kernels() -> Vec<ConvKernels> {
 fn warm_frames_allocate_only_small_results() {
     let gray = frame();
     for kernels in kernels() {
-        let detector =
-            Detector::with_kernels(DetectorConfig::default(), kernels).expect("detector");
+        // The live pipeline's detector: one whole-frame pass, no second opinion
+        // (`ClassifierOptions::for_live_video`).
+        let live = DetectorConfig {
+            tiles: Tiles::Off,
+            verify: false,
+            ..DetectorConfig::default()
+        };
+        let detector = Detector::with_kernels(live, kernels).expect("detector");
         let source = models::bundled("fer2013-48-fp32").expect("bundled model");
         let ensemble =
             Ensemble::load_with_kernels(&source, ferrite::ensemble::Precision::Stored, kernels)
