@@ -18,8 +18,12 @@ pub(super) const SMALLEST_FACE: f32 = 16.0 / 128.0;
 /// `2 * SMALLEST_FACE` of a tile, with a margin) fit whole inside one tile.
 const OVERLAP: f32 = 0.35;
 /// `auto` looks for faces down to this fraction of the frame's shorter side (or `min_face_size`,
-/// whichever is larger): a face of 4 % of a 1080-line frame is 43 pixels.
+/// or [`AUTO_SMALLEST_FACE`], whichever is largest): a face of 4 % of a 1080-line frame is 43 pixels.
 pub const AUTO_FACE_FRACTION: f32 = 0.04;
+/// `auto` does not hunt for faces smaller than this many pixels: the expression model sees 48x48,
+/// and a smaller face is blown up into a blur. It matters for small images only: a 512x512 photo
+/// gets one level (10 detector runs) instead of two (46) for faces of 20 to 32 pixels.
+pub const AUTO_SMALLEST_FACE: f32 = 32.0;
 /// At most this many tile levels (`--tiles N`).
 pub const MAX_LEVELS: u8 = 4;
 /// No tile smaller than this many pixels: the model would see a blown-up blur.
@@ -32,7 +36,8 @@ const EDGE_MARGIN: f32 = 0.02;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Tiles {
     /// For still images, the levels that find faces down to [`AUTO_FACE_FRACTION`] of the frame
-    /// (or `min_face_size`); for live video, off ([`Tiles::for_live_video`]).
+    /// (or `min_face_size`, or [`AUTO_SMALLEST_FACE`]); for live video, off
+    /// ([`Tiles::for_live_video`]).
     #[default]
     Auto,
     /// The whole frame only.
@@ -149,7 +154,9 @@ pub fn levels(tiles: Tiles, width: u32, height: u32, min_face: f32) -> u8 {
         Tiles::Off => 0,
         Tiles::Levels(n) => (1..=n).take_while(|&l| usable(l)).count() as u8,
         Tiles::Auto => {
-            let wanted = min_face.max(AUTO_FACE_FRACTION * width.min(height) as f32);
+            let wanted = min_face
+                .max(AUTO_FACE_FRACTION * width.min(height) as f32)
+                .max(AUTO_SMALLEST_FACE);
             // Add levels while the previous one cannot see faces that small.
             (1..=MAX_LEVELS)
                 .take_while(|&l| {
@@ -213,9 +220,11 @@ mod tests {
 
     #[test]
     fn auto_tiles_down_to_four_percent_or_the_smallest_face() {
-        // 640x480: min_face 20 decides; the whole frame finds 80 px, level 1 (320) 40, level 2
-        // (160) 20.
+        // 640x480: the 32 px floor decides; the whole frame finds 80 px, level 1 (320) 40,
+        // level 2 (160) 20.
         assert_eq!(levels(Tiles::Auto, 640, 480, 20.0), 2);
+        // 512x512: level 1 (256) finds 32 px, the floor.
+        assert_eq!(levels(Tiles::Auto, 512, 512, 20.0), 1);
         assert_eq!(levels(Tiles::Auto, 640, 480, 80.0), 0);
         assert_eq!(levels(Tiles::Auto, 300, 200, 20.0), 1);
         // 1080 lines: 4 % is 43 px. The whole frame finds 240 px, level 1 (960) 120, level 2 (480)
