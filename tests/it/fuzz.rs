@@ -9,22 +9,17 @@
 //!
 //!     FERRITE_FUZZ_CASES=20000 FERRITE_FUZZ_SEED=7 cargo test --release --test it fuzz::
 //!
-//! A failure prints the minimised input; keep it as a regression test beside the fix.
+//! A failure prints the minimised input; keep it as a regression test beside the fix. What each
+//! target does with an input lives in fuzz/targets.rs, shared with the libFuzzer targets that
+//! `fuzz/run.sh` runs on nightly for as long as one likes.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-use ferrite::capture::decode::{grey_to_gray, mjpeg_to_gray, uyvy_to_gray, yuyv_to_gray};
-use ferrite::capture::still::decode_image;
-use ferrite::capture::y4m::Y4mSource;
-use ferrite::capture::CaptureOptions;
-use ferrite::classify::{Classifier, ClassifierOptions};
-use ferrite::config::Config;
-use ferrite::frame::FrameSource;
-use ferrite::models::Manifest;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
+
+#[path = "../../fuzz/targets.rs"]
+mod targets;
 
 /// Cases per target unless `FERRITE_FUZZ_CASES` says otherwise.
 const FUZZ_CASES: u32 = 64;
@@ -82,12 +77,6 @@ fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn classifier() -> &'static Classifier {
-    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
-    CLASSIFIER
-        .get_or_init(|| Classifier::build(&ClassifierOptions::default()).expect("bundled model"))
-}
-
 /// `checksummed`: PNG guards its data with CRCs, so nearly every mutation is a decode error there;
 /// for the other formats most mutations still decode, and the classifier must see them.
 fn image_target(name: &str, checksummed: bool) {
@@ -96,11 +85,8 @@ fn image_target(name: &str, checksummed: bool) {
     let mut runner = runner();
     runner
         .run(&mutated(seed(name)), |bytes| {
-            if let Ok(image) = decode_image(&bytes) {
+            if targets::image_classify(&bytes) {
                 decoded.fetch_add(1, Ordering::Relaxed);
-                // Whatever decodes is classified like any photo: odd sizes must not panic either.
-                let mut session = classifier().session().expect("session");
-                let _ = session.classify(&image.into_rgb8());
             }
             Ok(())
         })
@@ -132,85 +118,53 @@ fn pgm_decode_and_classify() {
     image_target("face.pgm", false);
 }
 
-fn write_temp(bytes: &[u8], suffix: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("input{suffix}"));
-    let mut file = std::fs::File::create(&path).expect("create");
-    file.write_all(bytes).expect("write");
-    (dir, path)
+/// Mutated seeds through one target.
+fn bytes_target(name: &str, body: fn(&[u8])) {
+    runner()
+        .run(&mutated(seed(name)), |bytes| {
+            body(&bytes);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 
 #[test]
 fn y4m_recordings() {
-    let mut runner = runner();
-    runner
-        .run(&mutated(seed("clip.y4m")), |bytes| {
-            let (_dir, path) = write_temp(&bytes, ".y4m");
-            let options = CaptureOptions {
-                looping: true,
-                ..CaptureOptions::default()
-            };
-            if let Ok(mut source) = Y4mSource::open(&path, &options) {
-                // Looping: a recording of broken frames must still end in an error or frames,
-                // never spin. Ten reads are enough to go round the seed's four frames twice.
-                for _ in 0..10 {
-                    match source.next_frame() {
-                        Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("y4m: {e}"));
+    bytes_target("clip.y4m", targets::y4m);
 }
 
 #[test]
 fn config_files() {
-    let mut runner = runner();
-    runner
-        .run(&mutated(seed("ferrite.toml")), |bytes| {
-            let text = String::from_utf8_lossy(&bytes);
-            if let Ok(config) = Config::from_toml(&text, "fuzz.toml") {
-                prop_assert!(config.validate("fuzz.toml").is_ok());
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("config: {e}"));
+    bytes_target("ferrite.toml", targets::config);
 }
 
 #[test]
 fn model_manifests() {
-    let mut runner = runner();
-    runner
-        .run(&mutated(seed("manifest.json")), |bytes| {
-            let _ = Manifest::parse(&String::from_utf8_lossy(&bytes), "fuzz");
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("manifest: {e}"));
+    bytes_target("manifest.json", targets::manifest);
 }
 
 #[test]
 fn camera_frame_conversions() {
-    let mut runner = runner();
-    let raw = (
+    // Packed formats: a format byte, width, height, stride, then a buffer of any length.
+    let packed = (
+        0u8..3,
+        0u8..96,
+        0u8..96,
+        0u16..256,
         proptest::collection::vec(any::<u8>(), 0..4096),
-        0u32..96,
-        0u32..96,
-        0usize..256,
-    );
-    runner
-        .run(&raw, |(buf, width, height, stride)| {
-            let _ = yuyv_to_gray(&buf, width, height, stride);
-            let _ = uyvy_to_gray(&buf, width, height, stride);
-            let _ = grey_to_gray(&buf, width, height, stride);
+    )
+        .prop_map(|(format, width, height, stride, buf)| {
+            let mut bytes = vec![format, width, height];
+            bytes.extend_from_slice(&stride.to_le_bytes());
+            bytes.extend(buf);
+            bytes
+        });
+    runner()
+        .run(&packed, |bytes| {
+            targets::camera_frame(&bytes);
             Ok(())
         })
         .unwrap_or_else(|e| panic!("packed frames: {e}"));
-    runner
-        .run(&mutated(seed("face.jpg")), |bytes| {
-            let _ = mjpeg_to_gray(&bytes);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("mjpeg: {e}"));
+    // MJPEG: mutated JPEGs; a mutation that breaks the SOI marker is a packed buffer instead.
+    bytes_target("face.jpg", targets::camera_frame);
 }

@@ -1,0 +1,9 @@
+//! libFuzzer target; what one input does is `targets::config` (fuzz/targets.rs).
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
+    targets::config(bytes);
+});
