@@ -577,19 +577,7 @@ impl Detector {
         let (mut whole, mut tiled) = (Vec::new(), Vec::new());
         self.decode_into(&outputs, &letterbox, None, threshold, (w, h), &mut whole)?;
         for tile in tiles::plan(w, h, levels) {
-            // A view would save this copy, but the letterbox reads whole rows; a tile is at most
-            // a quarter of the frame and the graph run costs far more.
-            let part = image::imageops::crop_imm(image, tile.x, tile.y, tile.w, tile.h).to_image();
-            let letterbox = Letterbox::new(tile.w, tile.h, size);
-            let outputs = self.run_with(|data| fill(&letterbox, &part, data))?;
-            self.decode_into(
-                &outputs,
-                &letterbox,
-                Some(tile),
-                threshold,
-                (w, h),
-                &mut tiled,
-            )?;
+            self.detect_in(image, fill, tile, threshold, &mut tiled)?;
         }
         // The whole frame's faces are settled (second opinion included) before the tiles add
         // theirs: a rejected whole-frame box drawn around a small face must not hide the tiles'
@@ -605,6 +593,29 @@ impl Detector {
         }
         faces.truncate(self.config.max_faces);
         Ok(faces)
+    }
+
+    /// Runs the model on `tile` of the frame and adds its detections (at least `threshold`, in
+    /// frame pixels) to `out`.
+    fn detect_in<P>(
+        &self,
+        image: &image::ImageBuffer<P, Vec<u8>>,
+        fill: fn(&Letterbox, &image::ImageBuffer<P, Vec<u8>>, &mut [f32]),
+        tile: tiles::Tile,
+        threshold: f32,
+        out: &mut Vec<RawDetection>,
+    ) -> Result<(), DetectError>
+    where
+        P: image::Pixel<Subpixel = u8> + 'static,
+    {
+        // A view would save this copy, but the letterbox reads whole rows; a tile is at most a
+        // quarter of the frame and the graph run costs far more.
+        let part = image::imageops::crop_imm(image, tile.x, tile.y, tile.w, tile.h).to_image();
+        let size = self.config.model.input_size() as u32;
+        let letterbox = Letterbox::new(tile.w, tile.h, size);
+        let outputs = self.run_with(|data| fill(&letterbox, &part, data))?;
+        let frame = image.dimensions();
+        self.decode_into(&outputs, &letterbox, Some(tile), threshold, frame, out)
     }
 
     /// Drops the faces the second opinion rejects, when it is on.
@@ -647,7 +658,6 @@ impl Detector {
     {
         let checker = self.verifier.as_deref().unwrap_or(self);
         let (w, h) = image.dimensions();
-        let size = checker.config.model.input_size() as u32;
         let b = face.bbox;
         let (cx, cy) = (b.x + b.w / 2.0, b.y + b.h / 2.0);
         let mut total = face.score;
@@ -665,18 +675,8 @@ impl Detector {
                 h: y1 - y0,
                 level: 0,
             };
-            let part = image::imageops::crop_imm(image, tile.x, tile.y, tile.w, tile.h).to_image();
-            let letterbox = Letterbox::new(tile.w, tile.h, size);
-            let outputs = checker.run_with(|data| fill(&letterbox, &part, data))?;
             let mut again = Vec::new();
-            checker.decode_into(
-                &outputs,
-                &letterbox,
-                Some(tile),
-                RECHECK_FLOOR,
-                (w, h),
-                &mut again,
-            )?;
+            checker.detect_in(image, fill, tile, RECHECK_FLOOR, &mut again)?;
             total += again
                 .iter()
                 .filter(|d| d.bbox().iou(&b) >= AGREE_IOU)
