@@ -204,8 +204,9 @@ pub struct PipelineArgs {
     /// Also search the image tile by tile for faces too small for the whole-frame pass (which
     /// finds faces from about 1/8 of the longer side): N (1-4) levels of overlapping tiles, each
     /// level's tiles half the side of the last; `auto` for still images the levels that reach
-    /// faces of 4 % of the height (at least 32 px, or --min-face), for `run` off; `off` never. Each tile is one
-    /// more detector run: 37 at 640x480, 109 at 1280x720 (`ferrite bench --tiles`).
+    /// faces of 4 % of the height (at least 32 px, or --min-face), for `run` off; `off` never.
+    /// Each tile is one more detector run: 37 at 640x480, 109 at 1280x720 (`ferrite bench
+    /// --tiles`).
     /// [default: auto]
     #[arg(long, value_name = "auto|off|N", value_parser = |s: &str| s.parse::<Tiles>())]
     tiles: Option<Tiles>,
