@@ -6,9 +6,9 @@
 //! range, measured by pasting the astronaut's face at sizes from 10 to 128 input pixels into a
 //! 128x128 input: it scores 0.60 at 14 px, 0.82 at 16 px and at least 0.89 from 18 to 112 px. So a
 //! tile of side `T` finds faces from about `SMALLEST_FACE * T` upwards, and a level need only find
-//! the faces the next coarser level (tiles twice as large) cannot: up to about `2 * SMALLEST_FACE * T`.
-//! Neighbouring tiles overlap by `OVERLAP * T`, more than that, so each such face lies whole inside
-//! at least one tile.
+//! the faces the next coarser level (tiles twice as large) cannot: up to about
+//! `2 * SMALLEST_FACE * T`. Neighbouring tiles overlap by `OVERLAP * T`, more than that, so each
+//! such face lies whole inside at least one tile.
 
 use std::str::FromStr;
 
@@ -18,7 +18,8 @@ pub(super) const SMALLEST_FACE: f32 = 16.0 / 128.0;
 /// `2 * SMALLEST_FACE` of a tile, with a margin) fit whole inside one tile.
 const OVERLAP: f32 = 0.35;
 /// `auto` looks for faces down to this fraction of the frame's shorter side (or `min_face_size`,
-/// or [`AUTO_SMALLEST_FACE`], whichever is largest): a face of 4 % of a 1080-line frame is 43 pixels.
+/// or [`AUTO_SMALLEST_FACE`], whichever is largest): a face of 4 % of a 1080-line frame is 43
+/// pixels.
 pub const AUTO_FACE_FRACTION: f32 = 0.04;
 /// `auto` does not hunt for faces smaller than this many pixels: the expression model sees 48x48,
 /// and a smaller face is blown up into a blur. It matters for small images only: a 512x512 photo
