@@ -15,7 +15,7 @@ use tract_onnx::prelude::*;
 
 use crate::align::{self, ClaheScratch};
 use crate::graph::ReusedTensor;
-use crate::kernels::{Backend, ConvKernels};
+use crate::kernels::{Backend, ConvKernels, Int8Backend};
 use crate::models::{Manifest, ModelSource};
 pub use crate::profile::OpTime;
 use tract_onnx::tract_core::internal::bail;
@@ -106,8 +106,9 @@ pub struct Ensemble {
     plan: Arc<TypedRunnableModel>,
     manifest: Manifest,
     precision: Precision,
-    /// Who runs the backbones' convolutions: ferrite's direct kernels, or tract (`None`).
-    conv: Option<Backend>,
+    /// Who runs the backbones' convolutions: the name of ferrite's direct kernels
+    /// ([`Backend::name`], [`Int8Backend::name`]), or tract (`None`).
+    conv: Option<&'static str>,
     /// What the optimised graph takes: f16 after [`Precision::F16`], else f32.
     input_type: DatumType,
 }
@@ -226,14 +227,17 @@ impl Ensemble {
             origin: origin.clone(),
             reason,
         };
-        // Direct kernels are f32 only; an f16 graph stays tract's.
+        // Direct kernels are f32 and int8 only; an f16 graph stays tract's.
         let kernels = match precision {
             Precision::Stored => kernels,
             Precision::F16 => ConvKernels::Tract,
         };
-        let conv =
+        let fp32 =
             crate::kernels::rewrite(&mut typed, kernels, crate::kernels::replace_conv_chains)
                 .map_err(|e| optimise(format!("{e:#}")))?;
+        let int8 = crate::kernels::rewrite_int8(&mut typed, kernels)
+            .map_err(|e| optimise(format!("{e:#}")))?;
+        let conv = fp32.map(Backend::name).or(int8.map(Int8Backend::name));
         let typed = typed
             .into_optimized()
             .map_err(|e| interface(format!("{e:#}")))?;
@@ -304,9 +308,11 @@ impl Ensemble {
         Ok(times[times.len() / 2])
     }
 
-    /// Who runs the convolutions: "direct-avx512", "direct-neon", "direct-portable" or "tract".
+    /// Who runs the convolutions: "tract", or a direct backend: "direct-avx512", "direct-neon",
+    /// "direct-portable" for float graphs, "direct-int8-avx2", "direct-int8-sdot",
+    /// "direct-int8-neon", "direct-int8-portable" for int8 ones.
     pub fn conv_kernels(&self) -> &'static str {
-        self.conv.map_or("tract", Backend::name)
+        self.conv.unwrap_or("tract")
     }
 
     /// Side of the square crop the model expects (its input height and width).
@@ -627,14 +633,31 @@ mod tests {
     }
 
     #[test]
-    fn direct_kernels_leave_quantized_and_f16_graphs_to_tract() {
-        let int8 = models::from_path(&fixture_dir("ensemble-int8")).unwrap();
+    fn direct_kernels_leave_f16_graphs_to_tract() {
         let portable = ConvKernels::Direct(Backend::Portable);
-        let ensemble = Ensemble::load_with_kernels(&int8, Precision::Stored, portable).unwrap();
-        assert_eq!(ensemble.conv_kernels(), "tract");
         let fp32 = models::from_path(&fixture_dir("ensemble")).unwrap();
         let ensemble = Ensemble::load_with_kernels(&fp32, Precision::F16, portable).unwrap();
         assert_eq!(ensemble.conv_kernels(), "tract");
+    }
+
+    #[test]
+    fn int8_fixture_matches_onnxruntime_with_every_int8_kernel() {
+        let mut kernels = vec![
+            (ConvKernels::Tract, "tract"),
+            (
+                ConvKernels::Direct(Backend::Portable),
+                "direct-int8-portable",
+            ),
+        ];
+        if let Some(best) = Int8Backend::detect() {
+            kernels.push((ConvKernels::Auto, best.name()));
+        }
+        for (k, want) in kernels {
+            check_parity_with("ensemble-int8", Precision::Stored, k, 1e-4);
+            let source = models::from_path(&fixture_dir("ensemble-int8")).unwrap();
+            let ensemble = Ensemble::load_with_kernels(&source, Precision::Stored, k).unwrap();
+            assert_eq!(ensemble.conv_kernels(), want);
+        }
     }
 
     #[test]

@@ -73,34 +73,39 @@ pub(super) enum Stage {
 /// A padded, channel-blocked activation: `[block][h + 2][w + 2][lanes]` with a zero border.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Layout {
-    blocks: usize,
+    pub(super) blocks: usize,
     pub(super) h: usize,
     pub(super) w: usize,
-    lanes: usize,
+    pub(super) lanes: usize,
 }
 
 impl Layout {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.blocks * (self.h + 2) * (self.w + 2) * self.lanes
     }
 
     /// Offset of padded position (y, x) of block `b`.
-    fn at(&self, b: usize, y: usize, x: usize) -> usize {
+    pub(super) fn at(&self, b: usize, y: usize, x: usize) -> usize {
         ((b * (self.h + 2) + y) * (self.w + 2) + x) * self.lanes
     }
 
     fn zero_border(&self, buf: &mut [f32]) {
+        self.fill_border(buf, 0.0);
+    }
+
+    /// Writes `value` to the border only; the int8 chains' border is their zero point.
+    pub(super) fn fill_border<T: Copy>(&self, buf: &mut [T], value: T) {
         let row = (self.w + 2) * self.lanes;
         for b in 0..self.blocks {
             let top = self.at(b, 0, 0);
-            buf[top..top + row].fill(0.0);
+            buf[top..top + row].fill(value);
             let bottom = self.at(b, self.h + 1, 0);
-            buf[bottom..bottom + row].fill(0.0);
+            buf[bottom..bottom + row].fill(value);
             for y in 1..=self.h {
                 let left = self.at(b, y, 0);
-                buf[left..left + self.lanes].fill(0.0);
+                buf[left..left + self.lanes].fill(value);
                 let right = self.at(b, y, self.w + 1);
-                buf[right..right + self.lanes].fill(0.0);
+                buf[right..right + self.lanes].fill(value);
             }
         }
     }
@@ -121,7 +126,7 @@ impl Layout {
     }
 }
 
-fn pool_out(n: usize) -> usize {
+pub(super) fn pool_out(n: usize) -> usize {
     (n + 2 - 3) / 2 + 1
 }
 

@@ -21,6 +21,13 @@
 //! The replacements are exact up to float summation order and apply only to f32 nodes that match
 //! the shapes implemented here; anything else keeps tract's kernels.
 //!
+//! The int8 ensemble (ONNX QOperator: QLinearConv, DequantizeLinear, Relu, MaxPool,
+//! QuantizeLinear, QLinearMatMul) has its own pair: [`QConvChain`] runs each backbone's
+//! convolution chain in integers, requantising straight into the next convolution's input scale
+//! ([`Int8Backend`]: `vpmaddwd` on AVX2, `sdot` on Armv8.2, widening multiply-adds on other NEON
+//! cores), and [`QMatVec`] each dense layer. Both reproduce onnxruntime's integer arithmetic
+//! exactly (its float requantisation scale, rounding half to even).
+//!
 //! # Where things are
 //!
 //! One file per op and one per vector backend, as in tract-linalg, with the tract side apart:
@@ -31,6 +38,8 @@
 //!   generic body and the intrinsics inline into them.
 //! - `conv_chain.rs`: [`ConvChain`], the ensemble's 3x3 convolutions and 3x3 max-pools in the
 //!   channel-blocked layout.
+//! - `qconv_chain.rs`, `qmatvec.rs`: the int8 ensemble's [`QConvChain`] and [`QMatVec`];
+//!   `vector/int8*.rs` their 16 int32 accumulators per backend.
 //! - `depthwise.rs`, `maxpool.rs`, `pointwise.rs`, `image_conv.rs`: the detector's
 //!   [`Depthwise3x3`], [`MaxPool2x2`], [`Pointwise`] and [`ImageConv`], on plain NCHW tensors.
 //! - `tract/`: the ops as tract operators (`ops.rs`), and the graph rewrites that put them in place
@@ -46,13 +55,17 @@
 //! outside `kernels` can build one (the constructors and fields are private to it). The dispatch
 //! relies on it to enter the AVX-512 entry points, and to keep the register tile that
 //! [`Pointwise`] and [`ImageConv`] packed their weights for equal to the tile it runs: a NEON op on
-//! x86_64 would be packed for the NEON tile and run with the wide one.
+//! x86_64 would be packed for the NEON tile and run with the wide one. The int8 chains rely on
+//! the same for [`Int8Backend::available`]: their weights are packed for one backend's element
+//! type and step, and the AVX2 and `sdot` entry points carry target features.
 
 mod conv_chain;
 mod depthwise;
 mod image_conv;
 mod maxpool;
 mod pointwise;
+mod qconv_chain;
+mod qmatvec;
 #[cfg(test)]
 mod testing;
 mod tract;
@@ -63,7 +76,11 @@ pub use depthwise::Depthwise3x3;
 pub use image_conv::ImageConv;
 pub use maxpool::MaxPool2x2;
 pub use pointwise::Pointwise;
-pub use tract::{replace_conv_chains, replace_detector_ops, rewrite};
+pub use qconv_chain::QConvChain;
+pub use qmatvec::QMatVec;
+pub use tract::{
+    replace_conv_chains, replace_detector_ops, replace_qconv_chains, rewrite, rewrite_int8,
+};
 
 /// Channels per vector in the blocked layout.
 const LANES: usize = 16;
@@ -120,6 +137,73 @@ impl Backend {
     }
 }
 
+/// Which implementation runs the int8 chains' arithmetic ([`QConvChain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Backend {
+    /// AVX2 (x86_64, detected at run time): 16-bit pairs through `vpmaddwd`.
+    Avx2,
+    /// NEON with the Armv8.2 dot product (aarch64, detected at run time): `sdot`.
+    NeonDot,
+    /// NEON without it (every aarch64 CPU): 16-bit widening multiply-adds.
+    Neon,
+    /// Plain Rust; any CPU. For testing the chain logic everywhere and when forced.
+    Portable,
+}
+
+impl Int8Backend {
+    /// The fastest backend this CPU has, if any beats tract's int8 kernels here.
+    pub fn detect() -> Option<Int8Backend> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                return Some(Int8Backend::NeonDot);
+            }
+            return Some(Int8Backend::Neon);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Some(Int8Backend::Avx2);
+            }
+        }
+        #[allow(unreachable_code)]
+        None
+    }
+
+    /// Whether this CPU can run the backend at all.
+    pub fn available(self) -> bool {
+        match self {
+            Int8Backend::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Int8Backend::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "aarch64")]
+            Int8Backend::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[cfg(target_arch = "aarch64")]
+            Int8Backend::Neon => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Backend::Avx2 => "direct-int8-avx2",
+            Int8Backend::NeonDot => "direct-int8-sdot",
+            Int8Backend::Neon => "direct-int8-neon",
+            Int8Backend::Portable => "direct-int8-portable",
+        }
+    }
+
+    /// Input channels per multiply step, and whether values are widened to 16 bits in memory.
+    fn step(self) -> (usize, bool) {
+        match self {
+            Int8Backend::Avx2 => (2, true),
+            Int8Backend::Neon => (1, true),
+            Int8Backend::NeonDot | Int8Backend::Portable => (4, false),
+        }
+    }
+}
+
 /// The environment variable that picks the convolution kernels (see [`ConvKernels`]). For
 /// comparing kernels, and for working around a suspected kernel bug without a rebuild.
 pub const CONV_ENV: &str = "FERRITE_CONV";
@@ -148,12 +232,24 @@ impl ConvKernels {
         }
     }
 
-    /// The backend that will run, if any.
+    /// The backend that will run the fp32 kernels, if any.
     pub fn resolve(self) -> Option<Backend> {
         match self {
             ConvKernels::Auto => Backend::detect(),
             ConvKernels::Tract => None,
             ConvKernels::Direct(backend) => Some(backend),
+        }
+    }
+
+    /// The backend that will run the int8 chains, if any. A forced fp32 backend brings its
+    /// architecture's best int8 one (`avx512`: AVX2, which every AVX-512 CPU has; `neon`: `sdot`
+    /// where the CPU has it).
+    pub fn resolve_int8(self) -> Option<Int8Backend> {
+        match self {
+            ConvKernels::Auto => Int8Backend::detect(),
+            ConvKernels::Tract => None,
+            ConvKernels::Direct(Backend::Portable) => Some(Int8Backend::Portable),
+            ConvKernels::Direct(Backend::Avx512 | Backend::Neon) => Int8Backend::detect(),
         }
     }
 }

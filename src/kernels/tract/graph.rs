@@ -47,9 +47,25 @@ pub(super) fn is_f32_rank4(model: &TypedModel, outlet: OutletId) -> bool {
 }
 
 pub(super) fn const_f32(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
+    const_values(model, outlet)
+}
+
+/// A constant's values, if the outlet is a constant of type `T`.
+pub(super) fn const_values<T: Datum + Copy>(
+    model: &TypedModel,
+    outlet: OutletId,
+) -> Option<Vec<T>> {
     let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
     let plain = konst.try_as_plain_ram().ok()?;
-    plain.as_slice::<f32>().ok().map(|s| s.to_vec())
+    plain.as_slice::<T>().ok().map(|s| s.to_vec())
+}
+
+/// A scalar constant (one value, any rank).
+pub(super) fn const_scalar<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<T> {
+    match const_values::<T>(model, outlet)?.as_slice() {
+        [only] => Some(*only),
+        _ => None,
+    }
 }
 
 /// `max(x, 0)` with a constant zero, as tract declutters ONNX's Relu.

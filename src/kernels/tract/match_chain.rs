@@ -78,7 +78,7 @@ struct MatchedConv {
     op: Conv3x3,
 }
 
-fn is_maxpool_3x3_s2_p1(model: &TypedModel, node: usize) -> bool {
+pub(super) fn is_maxpool_3x3_s2_p1(model: &TypedModel, node: usize) -> bool {
     let n = model.node(node);
     let Some(pool) = n.op_as::<MaxPool>() else {
         return false;

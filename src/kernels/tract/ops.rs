@@ -8,7 +8,9 @@ use tract_onnx::tract_core::internal::*;
 use crate::graph::ReusedTensor;
 use crate::kernels::conv_chain::SCRATCH;
 use crate::kernels::depthwise::with_phase_planes;
-use crate::kernels::{ConvChain, Depthwise3x3, ImageConv, MaxPool2x2, Pointwise};
+use crate::kernels::{
+    ConvChain, Depthwise3x3, ImageConv, MaxPool2x2, Pointwise, QConvChain, QMatVec,
+};
 
 /// A ferrite op's arithmetic, apart from where its output lives, so that a planned run can
 /// overwrite last turn's output ([`ReusedOutput`]) instead of allocating a tensor per node.
@@ -173,6 +175,127 @@ impl TypedOp for ConvChain {
             h.into(),
             w.into()
         ])))
+    }
+
+    as_op!();
+}
+
+impl Op for QConvChain {
+    fn name(&self) -> StaticName {
+        "FerriteQConvChain".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} int8 convolutions, {} stages, {}",
+            self.conv_count(),
+            self.stages.len(),
+            self.backend.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+kernel_eval_op!(QConvChain);
+
+impl Kernel for QConvChain {
+    fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let shape = single_input(inputs)?.shape();
+        let first = self.layouts[0];
+        if shape.len() != 4
+            || shape[1] != self.input_channels
+            || shape[2] != first.h
+            || shape[3] != first.w
+        {
+            bail!(
+                "int8 conv chain built for [N, {}, {}, {}], got {shape:?}",
+                self.input_channels,
+                first.h,
+                first.w
+            );
+        }
+        let (h, w) = self.output_hw();
+        Ok(tvec![shape[0], self.output_channels, h, w])
+    }
+
+    fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
+        let plain = single_input(inputs)?.try_as_plain_ram()?;
+        let input = plain.as_slice::<i8>()?;
+        let first = self.layouts[0];
+        let (h, w) = self.output_hw();
+        let in_image = self.input_channels * first.h * first.w;
+        let out_image = self.output_channels * h * w;
+        for (input, out) in input
+            .chunks_exact(in_image)
+            .zip(out.chunks_exact_mut(out_image))
+        {
+            self.run_image(input, out);
+        }
+        Ok(())
+    }
+}
+
+impl TypedOp for QConvChain {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let (h, w) = self.output_hw();
+        let batch = inputs[0].shape[0].clone();
+        Ok(tvec!(f32::fact(&[
+            batch,
+            self.output_channels.into(),
+            h.into(),
+            w.into()
+        ])))
+    }
+
+    as_op!();
+}
+
+impl Op for QMatVec {
+    fn name(&self) -> StaticName {
+        "FerriteQMatVec".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("int8 {}x{}", self.k, self.n)])
+    }
+
+    op_as_typed_op!();
+}
+
+thread_local! {
+    static QMATVEC_ACC: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl EvalOp for QMatVec {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = single_input(&inputs)?;
+        if input.len() != self.k {
+            bail!(
+                "int8 matrix product built for one row of {}, got {:?}",
+                self.k,
+                input.shape()
+            );
+        }
+        let plain = input.try_as_plain_ram()?;
+        let mut output = Tensor::zero::<i8>(&self.out_shape)?;
+        {
+            let mut out = output.try_as_plain_ram_mut()?;
+            QMATVEC_ACC.with(|acc| -> TractResult<()> {
+                let y = out.as_slice_mut::<i8>()?;
+                self.run_row(plain.as_slice::<i8>()?, y, &mut acc.borrow_mut());
+                Ok(())
+            })?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for QMatVec {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(i8::fact(&self.out_shape)))
     }
 
     as_op!();

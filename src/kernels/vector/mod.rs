@@ -3,6 +3,11 @@
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512;
+pub(super) mod int8;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod int8_avx2;
+#[cfg(target_arch = "aarch64")]
+pub(super) mod int8_neon;
 #[cfg(target_arch = "aarch64")]
 pub(super) mod neon;
 mod portable;
