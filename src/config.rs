@@ -643,8 +643,8 @@ mod tests {
         assert_eq!(config.camera.fps, Some(30.0), "kept from the board");
         assert_eq!(config.pipeline.detect_every, 2, "kept from the board");
         assert_eq!(
-            config.model.precision,
-            Some(crate::ensemble::Precision::F16),
+            config.model.name.as_deref(),
+            Some("fer2013-48-int8"),
             "kept from the board"
         );
         let Some(DisplayConfig::Ssd1306(oled)) = &config.display else {

@@ -15,14 +15,15 @@ use sha2::{Digest, Sha256};
 use crate::align::CropGeometry;
 
 /// The model `ferrite classify` uses when `--model` is not given: the cheaper format on each
-/// target (docs/performance.md, "Stages and whole frames" and "Arm boards"). On x86_64 tract's
-/// int8 path measured 1.7x slower than tract's fp32 and about 5x slower than the direct fp32
-/// kernels. On aarch64 tract's int8 ensemble executes 1.06-1.65x the instructions of tract's fp32
-/// one and about 2x those of the direct NEON kernels (`cross/insn_count.py`, an estimate). 32-bit
-/// Arm was not counted; int8 stays.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// target (docs/performance.md, "int8: ferrite's own kernels" and "Arm boards").
+/// - x86_64: int8. ferrite's int8 kernels (AVX2) took 0.52x the time of the fp32 graph in tract's
+///   kernels on an AVX2 host; where the CPU has AVX-512 and so runs fp32 in ferrite's kernels too,
+///   the start-up check times both and runs the faster ([`crate::classify::prefer_faster_format`]).
+/// - aarch64: fp32 in the direct NEON kernels; see the Arm section for what int8 counted there.
+/// - 32-bit Arm was not counted; int8 stays.
+#[cfg(target_arch = "aarch64")]
 pub const DEFAULT_MODEL: &str = "fer2013-48-fp32";
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(target_arch = "aarch64"))]
 pub const DEFAULT_MODEL: &str = "fer2013-48-int8";
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use ferrite::kernels::{Backend, Int8Backend};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -231,8 +232,10 @@ fn models_lists_the_bundled_default() {
     let out = ferrite(&["models"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    let default = ferrite::models::DEFAULT_MODEL;
     assert!(
-        text.contains("fer2013-48-fp32") && text.contains("(default)"),
+        text.lines()
+            .any(|l| l.contains(default) && l.contains("(default)")),
         "{text}"
     );
     let out = ferrite(&["models", "--json"]);
@@ -613,7 +616,7 @@ fn a_missing_display_is_a_warning_and_classification_goes_on() {
 
 #[test]
 fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
-    let classify = |extra: &[&str]| {
+    let classify = |extra: &[&str], kernels: &str| {
         Command::new(env!("CARGO_BIN_EXE_ferrite"))
             .args([
                 "classify",
@@ -625,10 +628,12 @@ fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
             ])
             .args(extra)
             .env("RUST_LOG", "ferrite=info")
+            .env("FERRITE_CONV", kernels)
             .output()
             .expect("the ferrite binary runs")
     };
-    let out = classify(&[]);
+    // Where both formats run in ferrite's kernels (here the portable ones), they are timed.
+    let out = classify(&[], "portable");
     assert!(
         out.status.success(),
         "{}",
@@ -650,27 +655,63 @@ fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
     );
     assert_eq!(json_lines(&out)[0]["label"], "happy");
 
-    let kept = classify(&["--keep-model"]);
+    // With the default kernels, int8 in ferrite's own against fp32 in tract's is not timed.
+    let out = classify(&[], "auto");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let int8_only = Int8Backend::detect().is_some() && Backend::detect().is_none();
+    assert_eq!(
+        stderr.contains("measured at start-up"),
+        !int8_only,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.contains("keeping fer2013-48-int8 without timing"),
+        int8_only,
+        "{stderr}"
+    );
+    assert_eq!(json_lines(&out)[0]["label"], "happy");
+
+    let kept = classify(&["--keep-model"], "portable");
     assert!(kept.status.success());
     assert!(!String::from_utf8_lossy(&kept.stderr).contains("measured at start-up"));
 }
 
 #[test]
 fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
-    let bench = |kernels: &str| {
+    let bench = |kernels: &str, model: &str| {
         Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args(["bench", "--graphs-only", "--profile"])
+            .args(["bench", "--graphs-only", "--profile", "--model", model])
             .args(["--runs", "2", "--warmup", "0", "--json"])
             .env("RUST_LOG", "off")
             .env("FERRITE_CONV", kernels)
             .output()
             .expect("the ferrite binary runs")
     };
-    for (kernels, name, direct) in [
-        ("tract", "tract", false),
-        ("portable", "direct-portable", true),
+    for (kernels, model, names, ops, direct) in [
+        (
+            "tract",
+            "fer2013-48-fp32",
+            ["tract", "tract"],
+            ["FerriteDepthwise3x3", "FerriteConvChain"],
+            false,
+        ),
+        (
+            "portable",
+            "fer2013-48-fp32",
+            ["direct-portable", "direct-portable"],
+            ["FerriteDepthwise3x3", "FerriteConvChain"],
+            true,
+        ),
+        (
+            "portable",
+            "fer2013-48-int8",
+            ["direct-portable", "direct-int8-portable"],
+            ["FerriteDepthwise3x3", "FerriteQConvChain"],
+            true,
+        ),
     ] {
-        let out = bench(kernels);
+        let out = bench(kernels, model);
         assert!(
             out.status.success(),
             "{}",
@@ -679,9 +720,9 @@ fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
         let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
         let rows = rows.as_array().unwrap();
         assert_eq!(rows.len(), 2, "detect graph and ensemble graph");
-        for (row, op) in rows.iter().zip(["FerriteDepthwise3x3", "FerriteConvChain"]) {
-            assert_eq!(row["conv_kernels"], name);
-            assert_eq!(row["detector_kernels"], name);
+        for (row, op) in rows.iter().zip(ops) {
+            assert_eq!(row["conv_kernels"], names[1]);
+            assert_eq!(row["detector_kernels"], names[0]);
             let ops: Vec<&str> = row["profile"]
                 .as_array()
                 .unwrap()
@@ -696,7 +737,7 @@ fn ferrite_conv_picks_the_convolution_kernels_and_bench_names_them() {
             );
         }
     }
-    let bad = bench("cuda");
+    let bad = bench("cuda", "fer2013-48-fp32");
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
@@ -731,10 +772,12 @@ fn bench_times_one_graph_with_its_operator_profile() {
     assert_eq!(rows[0]["stage"], "ensemble graph");
     assert_eq!(rows[0]["precision"], "stored");
     let profile = rows[0]["profile"].as_array().expect("profile");
+    // The dense layers: tract's matrix products, or ferrite's int8 ones.
     assert!(
-        profile
-            .iter()
-            .any(|o| o["op"].as_str().unwrap().contains("MatMul")),
+        profile.iter().any(|o| {
+            let op = o["op"].as_str().unwrap();
+            op.contains("MatMul") || op == "FerriteQMatVec"
+        }),
         "{profile:?}"
     );
     let bad = ferrite(&["bench", "--graph", "ensemble"]);
