@@ -17,7 +17,6 @@ use crate::detect::{
     BBox, DetectError, Detector, DetectorConfig, DetectorModel, Face, Point, Tiles,
 };
 use crate::ensemble::{Ensemble, EnsembleError, Precision, Prediction, Session};
-use crate::kernels::ConvKernels;
 use crate::models::{self, ModelError, ModelSource, Purpose};
 
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +132,7 @@ pub fn effective_precision(requested: Precision, native_f16: bool) -> Precision 
 
 /// A bundled int8 model is timed against its fp32 sibling, and the sibling runs instead where it
 /// is clearly faster on this CPU (docs/models.md, "int8 or fp32: the start-up check"). The float
-/// model is never less accurate, so the only cost of the switch is memory. Where only the int8
-/// graph runs in ferrite's own kernels, int8 is kept without timing.
+/// model is never less accurate, so the only cost of the switch is memory.
 pub fn prefer_faster_format(
     source: ModelSource,
     ensemble: Ensemble,
@@ -142,23 +140,11 @@ pub fn prefer_faster_format(
     let Some(sibling) = models::float_sibling(&source) else {
         return Ok((source, ensemble));
     };
-    let (int8_name, float_name) = (&source.manifest.name, &sibling.manifest.name);
-    // Where ferrite runs the int8 graph in its own kernels and the float one would run in
-    // tract's (x86_64 without AVX-512), int8 took 0.52x fp32's time (docs/performance.md, "int8"),
-    // so there is nothing to time.
-    let kernels = ensemble.conv_kernels();
-    let float_direct = ConvKernels::from_env().is_ok_and(|k| k.resolve().is_some());
-    if kernels.starts_with("direct-int8") && !float_direct {
-        log::info!(
-            "{int8_name} runs in ferrite's int8 kernels ({kernels}) and {float_name} would run \
-             in tract's: keeping {int8_name} without timing"
-        );
-        return Ok((source, ensemble));
-    }
     let float = Ensemble::load(&sibling)?;
     const RUNS: usize = 5;
     let int8_time = ensemble.median_pass(RUNS)?;
     let float_time = float.median_pass(RUNS)?;
+    let (int8_name, float_name) = (&source.manifest.name, &sibling.manifest.name);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     if crate::ensemble::float_is_faster(int8_time, float_time) {
         log::warn!(

@@ -617,8 +617,10 @@ mod tests {
     #[test]
     fn fp32_fixture_matches_onnxruntime_with_every_conv_kernel() {
         let mut kernels = vec![ConvKernels::Tract, ConvKernels::Direct(Backend::Portable)];
-        if Backend::Avx512.available() {
-            kernels.push(ConvKernels::Direct(Backend::Avx512));
+        for backend in [Backend::Avx512, Backend::Avx2] {
+            if backend.available() {
+                kernels.push(ConvKernels::Direct(backend));
+            }
         }
         for k in kernels {
             check_parity_with("ensemble", Precision::Stored, k, 1e-4);
@@ -670,7 +672,7 @@ mod tests {
         );
         let err = "cuda".parse::<ConvKernels>().unwrap_err();
         assert!(
-            err.contains("expected auto, tract, avx512, neon or portable"),
+            err.contains("expected auto, tract, avx512, avx2, neon or portable"),
             "{err}"
         );
         assert_eq!(

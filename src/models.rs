@@ -15,15 +15,18 @@ use sha2::{Digest, Sha256};
 use crate::align::CropGeometry;
 
 /// The model `ferrite classify` uses when `--model` is not given: the cheaper format on each
-/// target (docs/performance.md, "int8: ferrite's own kernels" and "Arm boards").
-/// - x86_64: int8. ferrite's int8 kernels (AVX2) took 0.52x the time of the fp32 graph in tract's
-///   kernels on an AVX2 host; where the CPU has AVX-512 and so runs fp32 in ferrite's kernels too,
-///   the start-up check times both and runs the faster ([`crate::classify::prefer_faster_format`]).
-/// - aarch64: fp32 in the direct NEON kernels; see the Arm section for what int8 counted there.
+/// target at the same accuracy (docs/performance.md, "int8: ferrite's own kernels" and "Arm
+/// boards").
+/// - x86_64: fp32. In ferrite's kernels the int8 ensemble took 0.99x the fp32 time with AVX2
+///   (`vpmaddwd` does as many products per instruction as an FMA), and fp32 has AVX-512's wider
+///   kernels where the CPU has them; fp32 is 0.14 points more accurate.
+/// - aarch64: fp32. int8 executes 0.44x the fp32 instructions on a core with the dot product
+///   (the `rpi5` and `jetson-orin-nano` profiles name it) but 1.43x without one, and the binary
+///   cannot tell in advance which core it will run on.
 /// - 32-bit Arm was not counted; int8 stays.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub const DEFAULT_MODEL: &str = "fer2013-48-fp32";
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub const DEFAULT_MODEL: &str = "fer2013-48-int8";
 
 #[derive(Debug, thiserror::Error)]

@@ -99,9 +99,9 @@ pub enum Command {
             ensemble graph, the two tract graphs alone.\n\n\
             Kernels: the ensemble's 3x3 convolutions and the detector's depthwise convolutions \
             and 2x2 max-pools run in ferrite's direct kernels where those beat tract's (x86_64 \
-            with AVX-512F: timed; aarch64 NEON: fewer instructions counted under emulation), \
-            else in tract. \
-            FERRITE_CONV=tract|avx512|neon|portable|auto overrides that for any command, e.g. \
+            with AVX-512F or AVX2: timed; aarch64 NEON: fewer instructions counted under \
+            emulation), else in tract; so does the int8 ensemble (AVX2, NEON sdot or smlal). \
+            FERRITE_CONV=tract|avx512|avx2|neon|portable|auto overrides that for any command, e.g. \
             to compare: FERRITE_CONV=tract ferrite bench --graphs-only\n\n\
             --json prints an array with one object per model, thread count and stage:\n  \
             model         string  model name as given (--model or a bundled name)\n  \

@@ -5,10 +5,10 @@
 
 use std::cell::RefCell;
 
-#[cfg(target_arch = "x86_64")]
-use super::vector::avx512;
 #[cfg(target_arch = "aarch64")]
 use super::vector::neon;
+#[cfg(target_arch = "x86_64")]
+use super::vector::{avx2, avx512};
 use super::vector::{Portable, Vector};
 use super::{Backend, LANES};
 
@@ -276,6 +276,8 @@ fn conv_forward(
         match backend {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => avx512::conv(conv, from, src, to, dst),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => avx2::conv(conv, from, src, to, dst),
             #[cfg(target_arch = "aarch64")]
             Backend::Neon => conv_any::<neon::Neon>(conv, from, src, to, dst),
             _ => conv_any::<Portable>(conv, from, src, to, dst),
@@ -293,6 +295,8 @@ fn maxpool_forward(backend: Backend, from: &Layout, src: &[f32], to: &Layout, ds
         match backend {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => avx512::maxpool(from, src, to, dst),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => avx2::maxpool(from, src, to, dst),
             #[cfg(target_arch = "aarch64")]
             Backend::Neon => maxpool_any::<neon::Neon>(from, src, to, dst),
             _ => maxpool_any::<Portable>(from, src, to, dst),

@@ -5,10 +5,10 @@
 
 use std::cell::RefCell;
 
-#[cfg(target_arch = "x86_64")]
-use super::vector::avx512;
 #[cfg(target_arch = "aarch64")]
 use super::vector::neon;
+#[cfg(target_arch = "x86_64")]
+use super::vector::{avx2, avx512};
 use super::vector::{Portable, Vector};
 use super::{Backend, LANES};
 
@@ -92,6 +92,8 @@ impl Depthwise3x3 {
                 match self.backend {
                     #[cfg(target_arch = "x86_64")]
                     Backend::Avx512 => avx512::depthwise(&taps, planes, out, ow),
+                    #[cfg(target_arch = "x86_64")]
+                    Backend::Avx2 => avx2::depthwise(&taps, planes, out, ow),
                     #[cfg(target_arch = "aarch64")]
                     Backend::Neon => depthwise_any::<neon::Neon>(&taps, planes, out, ow),
                     _ => depthwise_any::<Portable>(&taps, planes, out, ow),

@@ -3,10 +3,10 @@
 //! about half of the detector graph's time once the other layers were ferrite's.
 
 use super::pointwise::{pack_channel_tiles, Pointwise};
-#[cfg(target_arch = "x86_64")]
-use super::vector::avx512;
 #[cfg(target_arch = "aarch64")]
 use super::vector::neon;
+#[cfg(target_arch = "x86_64")]
+use super::vector::{avx2, avx512};
 use super::vector::{Portable, Vector};
 use super::{Backend, LANES};
 
@@ -148,6 +148,8 @@ impl ImageConv {
             match self.backend {
                 #[cfg(target_arch = "x86_64")]
                 Backend::Avx512 => avx512::image_conv(self, planes, out),
+                #[cfg(target_arch = "x86_64")]
+                Backend::Avx2 => avx2::image_conv(self, planes, out),
                 #[cfg(target_arch = "aarch64")]
                 Backend::Neon => image_conv_any::<
                     neon::Neon,

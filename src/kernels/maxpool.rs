@@ -28,7 +28,8 @@ impl MaxPool2x2 {
 }
 
 /// Runs `body` compiled for the backend's vector width: inside an AVX-512 function for
-/// [`Backend::Avx512`], as is elsewhere (NEON is the aarch64 baseline).
+/// [`Backend::Avx512`], an AVX2 one for [`Backend::Avx2`], as is elsewhere (NEON is the aarch64
+/// baseline).
 #[inline(always)]
 fn run_backend(backend: Backend, body: impl FnOnce()) {
     match backend {
@@ -44,6 +45,18 @@ fn run_backend(backend: Backend, body: impl FnOnce()) {
             // SAFETY: `backend` is an op's (only `MaxPool2x2::run_plane` calls this), and an op's
             // backend is available (the module's invariant): this CPU has AVX-512F.
             unsafe { wide(body) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => {
+            /// # Safety
+            ///
+            /// The CPU has AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn narrow(body: impl FnOnce()) {
+                body()
+            }
+            // SAFETY: as above: this CPU has AVX2 and FMA.
+            unsafe { narrow(body) }
         }
         _ => body(),
     }

@@ -33,9 +33,9 @@
 //! One file per op and one per vector backend, as in tract-linalg, with the tract side apart:
 //!
 //! - `vector/`: one 16-float vector and the few operations the kernels need, per backend
-//!   (`portable.rs`, `avx512.rs`, `neon.rs`). Each kernel is one generic body over it, instantiated
-//!   per backend; the AVX-512 entry points in `avx512.rs` carry the target feature so that the
-//!   generic body and the intrinsics inline into them.
+//!   (`portable.rs`, `avx512.rs`, `avx2.rs`, `neon.rs`). Each kernel is one generic body over it,
+//!   instantiated per backend; the entry points in `avx512.rs` and `avx2.rs` carry the target
+//!   features so that the generic body and the intrinsics inline into them.
 //! - `conv_chain.rs`: [`ConvChain`], the ensemble's 3x3 convolutions and 3x3 max-pools in the
 //!   channel-blocked layout.
 //! - `qconv_chain.rs`, `qmatvec.rs`: the int8 ensemble's [`QConvChain`] and [`QMatVec`];
@@ -90,6 +90,9 @@ const LANES: usize = 16;
 pub enum Backend {
     /// AVX-512F intrinsics (x86_64, detected at run time).
     Avx512,
+    /// AVX2 and FMA intrinsics (x86_64 without AVX-512, detected at run time): a vector is two
+    /// registers, and tiles are NEON's narrow ones.
+    Avx2,
     /// NEON intrinsics (every aarch64 CPU).
     Neon,
     /// Plain Rust over 16-float arrays; any CPU. Used for testing the chain logic everywhere and
@@ -99,10 +102,12 @@ pub enum Backend {
 
 impl Backend {
     /// The backend that beat tract on this CPU, if any. x86_64 with AVX-512F: timed
-    /// (docs/performance.md, "Both graphs"). aarch64: NEON executed fewer instructions than
-    /// tract's kernels on every core counted under emulation (`cross/insn_count.py --kernels
-    /// tract,neon`: the ensemble 0.52x on the Cortex-A53, 0.81x on the A57, A72 and A76; the
-    /// detector 0.50-0.57x; docs/performance.md, "Arm boards"), an estimate, not a timing. Elsewhere (x86_64 without AVX-512, 32-bit Arm) tract's kernels run.
+    /// (docs/performance.md, "Both graphs"); with AVX2 and FMA: timed (the ensemble 0.36x and the
+    /// short detector 0.26x tract's time; "int8: ferrite's own kernels, and AVX2"). aarch64: NEON
+    /// executed fewer instructions than tract's kernels on every core counted under emulation
+    /// (`cross/insn_count.py --kernels tract,neon`: the ensemble 0.52x on the Cortex-A53, 0.81x
+    /// on the A57, A72 and A76; the detector 0.50-0.57x; docs/performance.md, "Arm boards"), an
+    /// estimate, not a timing. Elsewhere (32-bit Arm, x86_64 before AVX2) tract's kernels run.
     pub fn detect() -> Option<Backend> {
         if cfg!(target_arch = "aarch64") {
             return Some(Backend::Neon);
@@ -111,6 +116,9 @@ impl Backend {
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Some(Backend::Avx512);
+            }
+            if Backend::Avx2.available() {
+                return Some(Backend::Avx2);
             }
         }
         None
@@ -122,8 +130,13 @@ impl Backend {
             Backend::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Backend::Avx512 => false,
+            Backend::Avx512 | Backend::Avx2 => false,
             Backend::Neon => cfg!(target_arch = "aarch64"),
         }
     }
@@ -131,6 +144,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Avx512 => "direct-avx512",
+            Backend::Avx2 => "direct-avx2",
             Backend::Neon => "direct-neon",
             Backend::Portable => "direct-portable",
         }
@@ -208,12 +222,12 @@ impl Int8Backend {
 /// comparing kernels, and for working around a suspected kernel bug without a rebuild.
 pub const CONV_ENV: &str = "FERRITE_CONV";
 
-/// Who runs the convolutions ferrite has kernels for (`FERRITE_CONV`: auto, tract, avx512, neon,
-/// portable).
+/// Who runs the convolutions ferrite has kernels for (`FERRITE_CONV`: auto, tract, avx512, avx2,
+/// neon, portable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ConvKernels {
     /// ferrite's direct kernels where they beat tract's ([`Backend::detect`]: x86_64 with
-    /// AVX-512F, timed; aarch64, counted), tract's everywhere else.
+    /// AVX-512F or AVX2, timed; aarch64, counted), tract's everywhere else.
     #[default]
     Auto,
     /// tract's own im2col + matrix-product kernels.
@@ -242,14 +256,16 @@ impl ConvKernels {
     }
 
     /// The backend that will run the int8 chains, if any. A forced fp32 backend brings its
-    /// architecture's best int8 one (`avx512`: AVX2, which every AVX-512 CPU has; `neon`: `sdot`
-    /// where the CPU has it).
+    /// architecture's best int8 one (`avx512`, `avx2`: AVX2, which every AVX-512 CPU has;
+    /// `neon`: `sdot` where the CPU has it).
     pub fn resolve_int8(self) -> Option<Int8Backend> {
         match self {
             ConvKernels::Auto => Int8Backend::detect(),
             ConvKernels::Tract => None,
             ConvKernels::Direct(Backend::Portable) => Some(Int8Backend::Portable),
-            ConvKernels::Direct(Backend::Avx512 | Backend::Neon) => Int8Backend::detect(),
+            ConvKernels::Direct(Backend::Avx512 | Backend::Avx2 | Backend::Neon) => {
+                Int8Backend::detect()
+            }
         }
     }
 }
@@ -262,11 +278,12 @@ impl std::str::FromStr for ConvKernels {
             "" | "auto" => return Ok(ConvKernels::Auto),
             "tract" => return Ok(ConvKernels::Tract),
             "avx512" => Backend::Avx512,
+            "avx2" => Backend::Avx2,
             "neon" => Backend::Neon,
             "portable" => Backend::Portable,
             other => {
                 return Err(format!(
-                    "expected auto, tract, avx512, neon or portable, got {other:?}"
+                    "expected auto, tract, avx512, avx2, neon or portable, got {other:?}"
                 ))
             }
         };

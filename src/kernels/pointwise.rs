@@ -2,10 +2,10 @@
 //! one pass. tract ran them as a packing step, a matrix product and a separate add chain: about
 //! 70 % of the detector graph's time once the depthwise convolutions were ferrite's.
 
-#[cfg(target_arch = "x86_64")]
-use super::vector::avx512;
 #[cfg(target_arch = "aarch64")]
 use super::vector::neon;
+#[cfg(target_arch = "x86_64")]
+use super::vector::{avx2, avx512};
 use super::vector::{Portable, Vector};
 use super::{Backend, LANES};
 
@@ -83,6 +83,8 @@ impl Pointwise {
             match self.backend {
                 #[cfg(target_arch = "x86_64")]
                 Backend::Avx512 => avx512::pointwise(self, input, residual, out),
+                #[cfg(target_arch = "x86_64")]
+                Backend::Avx2 => avx2::pointwise(self, input, residual, out),
                 #[cfg(target_arch = "aarch64")]
                 Backend::Neon => pointwise_any::<
                     neon::Neon,
@@ -126,7 +128,7 @@ pub(super) fn pack_channel_tiles(
     taps: usize,
     backend: Backend,
 ) -> (usize, Vec<f32>, Vec<f32>) {
-    let tile = if backend == Backend::Neon {
+    let tile = if matches!(backend, Backend::Neon | Backend::Avx2) {
         Pointwise::NARROW_TILE.0
     } else {
         Pointwise::WIDE_TILE.0

@@ -16,8 +16,13 @@ pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 pub(super) fn backends() -> Vec<Backend> {
-    [Backend::Portable, Backend::Avx512, Backend::Neon]
-        .into_iter()
-        .filter(|b| b.available())
-        .collect()
+    [
+        Backend::Portable,
+        Backend::Avx512,
+        Backend::Avx2,
+        Backend::Neon,
+    ]
+    .into_iter()
+    .filter(|b| b.available())
+    .collect()
 }

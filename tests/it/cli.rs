@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ferrite::kernels::{Backend, Int8Backend};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -632,7 +631,7 @@ fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
             .output()
             .expect("the ferrite binary runs")
     };
-    // Where both formats run in ferrite's kernels (here the portable ones), they are timed.
+    // The portable kernels run both formats on any CPU, quickly enough for a test.
     let out = classify(&[], "portable");
     assert!(
         out.status.success(),
@@ -652,23 +651,6 @@ fn a_bundled_int8_model_is_timed_against_its_float_sibling_unless_kept() {
     assert!(
         line.contains("running fer2013-48-fp32") || line.contains("keeping fer2013-48-int8"),
         "{line}"
-    );
-    assert_eq!(json_lines(&out)[0]["label"], "happy");
-
-    // With the default kernels, int8 in ferrite's own against fp32 in tract's is not timed.
-    let out = classify(&[], "auto");
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let int8_only = Int8Backend::detect().is_some() && Backend::detect().is_none();
-    assert_eq!(
-        stderr.contains("measured at start-up"),
-        !int8_only,
-        "{stderr}"
-    );
-    assert_eq!(
-        stderr.contains("keeping fer2013-48-int8 without timing"),
-        int8_only,
-        "{stderr}"
     );
     assert_eq!(json_lines(&out)[0]["label"], "happy");
 

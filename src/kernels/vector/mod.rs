@@ -2,6 +2,8 @@
 //! has. Each kernel is one generic body over [`Vector`], instantiated per backend.
 
 #[cfg(target_arch = "x86_64")]
+pub(super) mod avx2;
+#[cfg(target_arch = "x86_64")]
 pub(super) mod avx512;
 pub(super) mod int8;
 #[cfg(target_arch = "x86_64")]
