@@ -308,8 +308,8 @@ impl Ensemble {
         Ok(times[times.len() / 2])
     }
 
-    /// Who runs the convolutions: "tract", or a direct backend: "direct-avx512", "direct-neon",
-    /// "direct-portable" for float graphs, "direct-int8-avx2", "direct-int8-sdot",
+    /// Who runs the convolutions: "tract", or a direct backend: "direct-avx512", "direct-avx2",
+    /// "direct-neon", "direct-portable" for float graphs, "direct-int8-avx2", "direct-int8-sdot",
     /// "direct-int8-neon", "direct-int8-portable" for int8 ones.
     pub fn conv_kernels(&self) -> &'static str {
         self.conv.unwrap_or("tract")
