@@ -106,6 +106,60 @@ macro_rules! kernel_eval_op {
     };
 }
 
+/// A chain's input and output, `[N, C, H, W]` to `[N, C', H', W']`: what [`ConvChain`] and
+/// [`QConvChain`] share at the tract seam.
+struct ChainShape {
+    input: (usize, usize, usize),
+    output: (usize, usize, usize),
+}
+
+impl ChainShape {
+    /// Checks the one input against the shape the chain was built for; the output's shape.
+    fn output_shape(&self, what: &str, inputs: &[TValue]) -> TractResult<TVec<usize>> {
+        let shape = single_input(inputs)?.shape();
+        let (c, h, w) = self.input;
+        if shape.len() != 4 || shape[1..] != [c, h, w] {
+            bail!("{what} built for [N, {c}, {h}, {w}], got {shape:?}");
+        }
+        let (c, h, w) = self.output;
+        Ok(tvec![shape[0], c, h, w])
+    }
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TVec<TypedFact> {
+        let (c, h, w) = self.output;
+        let batch = inputs[0].shape[0].clone();
+        tvec!(f32::fact(&[batch, c.into(), h.into(), w.into()]))
+    }
+
+    /// Values per image of the input and of the output.
+    fn image_lens(&self) -> (usize, usize) {
+        let ((c, h, w), (co, oh, ow)) = (self.input, self.output);
+        (c * h * w, co * oh * ow)
+    }
+}
+
+impl ConvChain {
+    fn shape(&self) -> ChainShape {
+        let first = self.layouts[0];
+        let (h, w) = self.output_hw();
+        ChainShape {
+            input: (self.input_channels, first.h, first.w),
+            output: (self.output_channels, h, w),
+        }
+    }
+}
+
+impl QConvChain {
+    fn shape(&self) -> ChainShape {
+        let first = self.layouts[0];
+        let (h, w) = self.output_hw();
+        ChainShape {
+            input: (self.input_channels, first.h, first.w),
+            output: (self.output_channels, h, w),
+        }
+    }
+}
+
 impl Op for ConvChain {
     fn name(&self) -> StaticName {
         "FerriteConvChain".into()
@@ -127,31 +181,13 @@ kernel_eval_op!(ConvChain);
 
 impl Kernel for ConvChain {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
-        let shape = single_input(inputs)?.shape();
-        let first = self.layouts[0];
-        if shape.len() != 4
-            || shape[1] != self.input_channels
-            || shape[2] != first.h
-            || shape[3] != first.w
-        {
-            bail!(
-                "conv chain built for [N, {}, {}, {}], got {shape:?}",
-                self.input_channels,
-                first.h,
-                first.w
-            );
-        }
-        let (h, w) = self.output_hw();
-        Ok(tvec![shape[0], self.output_channels, h, w])
+        self.shape().output_shape("conv chain", inputs)
     }
 
     fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
         let plain = single_input(inputs)?.try_as_plain_ram()?;
         let input = plain.as_slice::<f32>()?;
-        let first = self.layouts[0];
-        let (h, w) = self.output_hw();
-        let in_image = self.input_channels * first.h * first.w;
-        let out_image = self.output_channels * h * w;
+        let (in_image, out_image) = self.shape().image_lens();
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             for (input, out) in input
@@ -167,14 +203,7 @@ impl Kernel for ConvChain {
 
 impl TypedOp for ConvChain {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let (h, w) = self.output_hw();
-        let batch = inputs[0].shape[0].clone();
-        Ok(tvec!(f32::fact(&[
-            batch,
-            self.output_channels.into(),
-            h.into(),
-            w.into()
-        ])))
+        Ok(self.shape().output_facts(inputs))
     }
 
     as_op!();
@@ -201,31 +230,13 @@ kernel_eval_op!(QConvChain);
 
 impl Kernel for QConvChain {
     fn output_shape(&self, inputs: &[TValue]) -> TractResult<TVec<usize>> {
-        let shape = single_input(inputs)?.shape();
-        let first = self.layouts[0];
-        if shape.len() != 4
-            || shape[1] != self.input_channels
-            || shape[2] != first.h
-            || shape[3] != first.w
-        {
-            bail!(
-                "int8 conv chain built for [N, {}, {}, {}], got {shape:?}",
-                self.input_channels,
-                first.h,
-                first.w
-            );
-        }
-        let (h, w) = self.output_hw();
-        Ok(tvec![shape[0], self.output_channels, h, w])
+        self.shape().output_shape("int8 conv chain", inputs)
     }
 
     fn compute(&self, inputs: &[TValue], out: &mut [f32]) -> TractResult<()> {
         let plain = single_input(inputs)?.try_as_plain_ram()?;
         let input = plain.as_slice::<i8>()?;
-        let first = self.layouts[0];
-        let (h, w) = self.output_hw();
-        let in_image = self.input_channels * first.h * first.w;
-        let out_image = self.output_channels * h * w;
+        let (in_image, out_image) = self.shape().image_lens();
         for (input, out) in input
             .chunks_exact(in_image)
             .zip(out.chunks_exact_mut(out_image))
@@ -238,14 +249,7 @@ impl Kernel for QConvChain {
 
 impl TypedOp for QConvChain {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let (h, w) = self.output_hw();
-        let batch = inputs[0].shape[0].clone();
-        Ok(tvec!(f32::fact(&[
-            batch,
-            self.output_channels.into(),
-            h.into(),
-            w.into()
-        ])))
+        Ok(self.shape().output_facts(inputs))
     }
 
     as_op!();
