@@ -1,9 +1,9 @@
-//! Per-stage latency of the still-image pipeline, for `ferrite bench` and `benches/stages.rs`.
+//! Per-stage latency of the live pipeline's frame path, for `ferrite bench` and `benches/stages.rs`.
 //!
-//! [`run_threads`] times each stage separately on one image (decode, detect, crop and CLAHE,
-//! ensemble) and the whole chain, after a warm-up, with one or more worker threads that each
-//! process whole frames with their own ensemble session, and reports medians, 95th percentiles
-//! and the aggregate frame rate. [`run_graphs`] times the two tract graphs alone (detector and
+//! [`run_threads`] times each stage separately on one image taken as a camera frame (decode to
+//! luma, detect, crop and CLAHE, ensemble) and the whole chain, after a warm-up, with one or more
+//! worker threads that each process whole frames with their own ensemble session, and reports
+//! medians, 95th percentiles and the aggregate frame rate. [`run_graphs`] times the two tract graphs alone (detector and
 //! ensemble) on fixed inputs, which is what another runtime can be compared with. It measures;
 //! it does not tune anything.
 
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use serde::Serialize;
 
 use crate::align::{self, CropGeometry};
@@ -31,6 +31,8 @@ pub enum BenchError {
     Decode(#[from] crate::capture::still::ImageFileError),
     #[error("no face found in the benchmark image")]
     NoFace,
+    #[error("cannot decode the benchmark image as a camera frame: {0}")]
+    Frame(String),
     #[error(transparent)]
     Detect(#[from] crate::detect::DetectError),
     #[error(transparent)]
@@ -45,7 +47,7 @@ pub enum BenchError {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStats {
-    /// Pipeline: decode, detect, crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble,
+    /// Pipeline: decode (to luma), detect, crop+clahe (crop, CLAHE, normalise), ensemble,
     /// whole frame. Graphs alone ([`run_graphs`]): detect graph, ensemble graph.
     pub stage: &'static str,
     pub median_ms: f64,
@@ -105,15 +107,65 @@ fn decode(encoded: &[u8]) -> Result<RgbImage, BenchError> {
     Ok(crate::capture::still::decode_image(encoded)?.into_rgb8())
 }
 
-/// One frame through the production path ([`ClassifySession::classify_timed`], what `classify`
-/// runs): decode, then detect, crop and CLAHE, and the ensemble once per detected face. Returns
-/// the time of each stage in [`PIPELINE_STAGES`] order.
-fn frame(encoded: &[u8], session: &mut ClassifySession<'_>) -> Result<[Duration; 5], BenchError> {
+/// How the bench turns its image into the luma frame the live pipeline works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameDecode {
+    /// As an MJPEG camera's frame: zune-jpeg straight to luma, no colour conversion.
+    Mjpeg,
+    /// A still's full decode (EXIF orientation applied), then luma: a PNG, or a JPEG whose
+    /// camera-style decode is not the picture a viewer shows (an EXIF-rotated photo).
+    Still,
+}
+
+impl FrameDecode {
+    /// The MJPEG path wherever it gives the same picture as the still decoder: the same size and
+    /// a mean difference under one grey level (the two round the colour conversion differently).
+    fn choose(encoded: &[u8]) -> Result<FrameDecode, BenchError> {
+        let still = decode(encoded)?;
+        let Ok(mjpeg) = crate::capture::decode::mjpeg_to_gray(encoded) else {
+            return Ok(FrameDecode::Still);
+        };
+        let reference = align::rgb_to_gray(&still);
+        if mjpeg.dimensions() != reference.dimensions() {
+            return Ok(FrameDecode::Still);
+        }
+        let total: u64 = mjpeg
+            .as_raw()
+            .iter()
+            .zip(reference.as_raw())
+            .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+            .sum();
+        let pixels = (mjpeg.as_raw().len() as u64).max(1);
+        Ok(if total < pixels {
+            FrameDecode::Mjpeg
+        } else {
+            FrameDecode::Still
+        })
+    }
+
+    fn decode(self, encoded: &[u8]) -> Result<GrayImage, BenchError> {
+        match self {
+            FrameDecode::Mjpeg => crate::capture::decode::mjpeg_to_gray(encoded)
+                .map_err(|e| BenchError::Frame(e.to_string())),
+            FrameDecode::Still => Ok(align::rgb_to_gray(&decode(encoded)?)),
+        }
+    }
+}
+
+/// One frame through the live pipeline's path ([`ClassifySession::classify_gray`], what `ferrite
+/// run` does with each camera frame when it detects): decode to luma, then detect on the luma,
+/// crop and CLAHE, and the ensemble once per detected face. Returns the time of each stage in
+/// [`PIPELINE_STAGES`] order.
+fn frame(
+    encoded: &[u8],
+    how: FrameDecode,
+    session: &mut ClassifySession<'_>,
+) -> Result<[Duration; 5], BenchError> {
     let total = Instant::now();
-    let (rgb, decode_time) = time(|| decode(encoded));
-    let rgb = rgb?;
+    let (gray, decode_time) = time(|| how.decode(encoded));
+    let gray = gray?;
     let mut times = StageTimes::default();
-    let faces = session.classify_timed(&rgb, &mut times)?;
+    let faces = session.classify_gray(&gray, None, &mut times)?;
     if faces.is_empty() {
         return Err(BenchError::NoFace);
     }
@@ -155,7 +207,8 @@ pub fn run_threads(
     let threads = threads.max(1);
     // One untimed frame first, so that a faceless or undecodable image fails here rather
     // than in every worker.
-    frame(encoded, &mut classifier.session()?)?;
+    let how = FrameDecode::choose(encoded)?;
+    frame(encoded, how, &mut classifier.session()?)?;
 
     // Workers always reach the start barrier, even after a failed warm-up, so that nobody
     // waits forever; `failed` then stops the timed loops early.
@@ -172,7 +225,7 @@ pub fn run_threads(
                             .map_err(BenchError::from)
                             .and_then(|mut s| {
                                 for _ in 0..warmup {
-                                    frame(encoded, &mut s)?;
+                                    frame(encoded, how, &mut s)?;
                                 }
                                 Ok(s)
                             });
@@ -186,7 +239,7 @@ pub fn run_threads(
                         if failed.load(Ordering::Relaxed) {
                             break;
                         }
-                        match frame(encoded, &mut session) {
+                        match frame(encoded, how, &mut session) {
                             Ok(t) => times.push(t),
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
@@ -469,6 +522,37 @@ mod tests {
                 "{threads} threads: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_jpeg_is_decoded_as_a_camera_frame_unless_its_exif_turns_it() {
+        use crate::capture::exif_fixture::{exif_orientation, jpeg};
+        assert_eq!(
+            FrameDecode::choose(SAMPLE_JPEG).unwrap(),
+            FrameDecode::Mjpeg
+        );
+        let wide =
+            image::RgbImage::from_fn(64, 32, |x, y| image::Rgb([x as u8 * 4, y as u8 * 8, 90]));
+        assert_eq!(
+            FrameDecode::choose(&jpeg(&wide, None)).unwrap(),
+            FrameDecode::Mjpeg
+        );
+        // Upside down (3) keeps the size, turned (6) swaps it: both differ from the raw frame.
+        for orientation in [3, 6] {
+            let turned = jpeg(&wide, Some(exif_orientation(orientation)));
+            assert_eq!(FrameDecode::choose(&turned).unwrap(), FrameDecode::Still);
+            let shown = FrameDecode::Still.decode(&turned).unwrap();
+            let expected = if orientation == 6 { (32, 64) } else { (64, 32) };
+            assert_eq!(shown.dimensions(), expected);
+        }
+        let mut png = Vec::new();
+        wide.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(FrameDecode::choose(&png).unwrap(), FrameDecode::Still);
+        assert_eq!(
+            FrameDecode::Still.decode(&png).unwrap(),
+            align::rgb_to_gray(&wide)
+        );
     }
 
     #[test]

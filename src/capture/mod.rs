@@ -11,7 +11,7 @@
 pub mod decode;
 pub mod devices;
 #[cfg(test)]
-mod exif_fixture;
+pub(crate) mod exif_fixture;
 pub mod files;
 pub mod negotiate;
 pub mod still;

@@ -119,7 +119,8 @@ impl Letterbox {
 
     /// [`Letterbox::tensor_data`] written into `data` (`size * size * 3` values). Shrinking by
     /// 2x or more (any camera frame of 256 pixels or more into the short detector) allocates
-    /// nothing; a smaller shrink or an enlargement allocates the scaled frame.
+    /// two small buffers (a row of column sums); a smaller shrink or an enlargement allocates the
+    /// scaled frame.
     pub(super) fn fill(&self, image: &image::RgbImage, data: &mut [f32]) {
         if image.dimensions() == (self.scaled_w, self.scaled_h) {
             return self.place(image.as_raw(), 3, data);
@@ -159,40 +160,62 @@ impl Letterbox {
     /// frame of `channels` (1 or 3) interleaved bytes shrunk by 2x or more, without building the
     /// scaled frame. Each output pixel is the rounded integer mean of the same block of frame
     /// pixels that `thumbnail` averages (its block bounds come from the same f32 arithmetic), so
-    /// the result is identical; the sums run over raw rows instead of a pixel at a time, about
-    /// 5x faster for a 640x480 frame. At 2x or more every block is at least 2x2 pixels, the only
-    /// case of `thumbnail` this reproduces.
+    /// the result is identical. At 2x or more every block is at least 2x2 pixels, the only case
+    /// of `thumbnail` this reproduces.
+    ///
+    /// A block row of frame rows is first summed down the columns (contiguous bytes: the compiler
+    /// vectorises it), then across each block's columns, so the per-pixel work is one vector add
+    /// rather than a loop over every block's pixels. It allocates that row of column sums and the
+    /// column blocks' bounds.
     pub(super) fn shrink_into(&self, src: &[u8], channels: usize, data: &mut [f32]) {
+        match channels {
+            1 => self.shrink_channels::<1>(src, data),
+            _ => self.shrink_channels::<3>(src, data),
+        }
+    }
+
+    fn shrink_channels<const C: usize>(&self, src: &[u8], data: &mut [f32]) {
         let size = self.size as usize;
         data.fill(-1.0);
         let lut: [f32; 256] = std::array::from_fn(|v| v as f32 / 127.5 - 1.0);
         let (width, height) = (self.frame_w, self.frame_h);
         let x_ratio = width as f32 / self.scaled_w as f32;
         let y_ratio = height as f32 / self.scaled_h as f32;
-        let row_len = width as usize * channels;
+        let row_len = width as usize * C;
+        // Each output column's block of frame columns; the same for every row.
+        let blocks: Vec<(usize, usize)> = (0..self.scaled_w)
+            .map(|out_x| {
+                let left_f = out_x as f32 * x_ratio;
+                let left = (left_f.ceil() as u32).clamp(0, width - 1);
+                let right = ((left_f + x_ratio).ceil() as u32).clamp(left, width);
+                (left as usize, right as usize)
+            })
+            .collect();
+        let mut column_sums = vec![0u32; row_len];
         for out_y in 0..self.scaled_h {
             let bottom_f = out_y as f32 * y_ratio;
             let bottom = (bottom_f.ceil() as u32).clamp(0, height - 1);
             let top = ((bottom_f + y_ratio).ceil() as u32).clamp(bottom, height);
+            column_sums.fill(0);
+            for row in src[bottom as usize * row_len..top as usize * row_len].chunks_exact(row_len)
+            {
+                for (sum, &v) in column_sums.iter_mut().zip(row) {
+                    *sum += u32::from(v);
+                }
+            }
             let start = ((out_y + self.pad_y) as usize * size + self.pad_x as usize) * 3;
-            for out_x in 0..self.scaled_w {
-                let left_f = out_x as f32 * x_ratio;
-                let left = (left_f.ceil() as u32).clamp(0, width - 1);
-                let right = ((left_f + x_ratio).ceil() as u32).clamp(left, width);
-                let mut sums = [0u32; 3];
-                for y in bottom..top {
-                    let row = &src[y as usize * row_len..][..row_len];
-                    let block = &row[left as usize * channels..right as usize * channels];
-                    for pixel in block.chunks_exact(channels) {
-                        for (sum, &v) in sums.iter_mut().zip(pixel) {
-                            *sum += u32::from(v);
-                        }
+            let out_row = &mut data[start..start + self.scaled_w as usize * 3];
+            for (dst, &(left, right)) in out_row.chunks_exact_mut(3).zip(&blocks) {
+                let mut sums = [0u32; C];
+                let block = &column_sums[left * C..right * C];
+                for pixel in block.chunks_exact(C) {
+                    for (sum, &v) in sums.iter_mut().zip(pixel) {
+                        *sum += v;
                     }
                 }
-                let n = (right - left) * (top - bottom);
-                let dst = &mut data[start + out_x as usize * 3..][..3];
+                let n = (right - left) as u32 * (top - bottom);
                 for (c, d) in dst.iter_mut().enumerate() {
-                    let mean = (sums[c.min(channels - 1)] + n / 2) / n.max(1);
+                    let mean = (sums[c.min(C - 1)] + n / 2) / n.max(1);
                     *d = lut[mean.min(255) as usize];
                 }
             }
