@@ -62,4 +62,6 @@ if [ "${1:-}" = "--dev" ]; then
   # No wheel cache: PyPI's torch brings ~4 GB of CUDA libraries, and a cached copy of the wheels
   # would double that on a CI disk that also holds the Rust build.
   python3 -m pip install -q --no-cache-dir -r models/requirements.txt
+  echo "setup: installing Eclipse Cyclone DDS for the ROS 2 interop test (tests/ros2/requirements.txt)"
+  python3 -m pip install -q --no-cache-dir -r tests/ros2/requirements.txt
 fi

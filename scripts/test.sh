@@ -23,7 +23,8 @@ cargo clippy --all-targets --features vivid-feed -- -D warnings
 stage "cargo test"
 FERRITE_REQUIRE_HW="mosquitto,openssl" cargo test
 stage "pytest"
-python3 -m pytest models/tests cross/tests -q
+# tests/ros2 runs `ferrite run --ros2` (the debug build above) against Cyclone DDS on loopback.
+FERRITE_REQUIRE_ROS2=1 python3 -m pytest models/tests cross/tests tests/ros2 -q
 
 # A build without the optional features (no V4L2 binding, no MQTT: neither bindgen nor ring) must
 # still compile cleanly and classify images: clippy over every target, then its CLI tests run the

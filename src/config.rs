@@ -12,6 +12,7 @@ use crate::gpio::GpioConfig;
 use crate::pipeline::PipelineConfig;
 use crate::sink::json::JsonConfig;
 use crate::sink::mqtt::MqttConfig;
+use crate::sink::ros2::Ros2Config;
 use crate::track::TrackerConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -26,6 +27,7 @@ pub struct Config {
     pub tracker: TrackerConfig,
     pub json: JsonConfig,
     pub mqtt: MqttConfig,
+    pub ros2: Ros2Config,
     pub display: Option<DisplayConfig>,
     pub gpio: Option<GpioConfig>,
 }
@@ -105,7 +107,17 @@ pub struct Overrides {
     pub no_json: bool,
     pub json_state: bool,
     pub mqtt: MqttOverrides,
+    pub ros2: Ros2Overrides,
     pub display: Option<DisplayConfig>,
+}
+
+/// The ROS 2 flags of [`Overrides`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ros2Overrides {
+    pub enabled: bool,
+    pub domain_id: Option<u16>,
+    pub frame_id: Option<String>,
+    pub localhost_only: bool,
 }
 
 /// The MQTT flags of [`Overrides`].
@@ -184,6 +196,12 @@ impl Overrides {
         mqtt.tls |= flags.tls;
         mqtt.homeassistant |= flags.homeassistant;
 
+        let (ros2, flags) = (&mut config.ros2, &self.ros2);
+        ros2.enabled |= flags.enabled;
+        set_some(&mut ros2.domain_id, &flags.domain_id);
+        set(&mut ros2.frame_id, &flags.frame_id);
+        ros2.localhost_only |= flags.localhost_only;
+
         set_some(&mut config.display, &self.display);
     }
 }
@@ -213,6 +231,8 @@ pub enum ConfigError {
     UnknownBoard(String, String),
     #[error(transparent)]
     Tracker(crate::track::TrackerConfigError),
+    #[error("{0}")]
+    Ros2(String),
     #[error("{origin}: {source}")]
     OutOfRange {
         origin: String,
@@ -287,6 +307,9 @@ impl Config {
                 origin: origin.to_string(),
                 source,
             })?;
+        if self.ros2.enabled {
+            self.ros2.validate().map_err(ConfigError::Ros2)?;
+        }
         self.tracker.validate().map_err(ConfigError::Tracker)
     }
 
@@ -450,6 +473,8 @@ mod tests {
             Some(crate::ensemble::Precision::Stored)
         );
         assert_eq!(config.model.keep, Some(false));
+        // The example's [ros2] spells out the defaults.
+        assert_eq!(config.ros2, Ros2Config::default());
         let gpio = config.gpio.expect("gpio");
         assert_eq!(gpio.chip, "pinctrl-rp1");
         assert_eq!(gpio.outputs.len(), 3);

@@ -10,7 +10,10 @@ use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command, EXIT_STARTUP_FAILED};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // rustdds (the ROS 2 output's DDS) logs routine discovery per packet and errors at an orderly
+    // shutdown; the sink reports its own failures. `RUST_LOG=rustdds=warn` brings them back.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,rustdds=off"))
+        .init();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -357,6 +357,7 @@ pub fn run(
         frame: 0,
         timestamp: Duration::ZERO,
     };
+    let mut last_size = [0, 0];
     let mut result = Ok(());
     loop {
         if config.max_frames.is_some_and(|m| stats.frames >= m) || stop.load(Ordering::Relaxed) {
@@ -378,6 +379,7 @@ pub fn run(
             timestamp: frame.timestamp,
         };
         last_stamp = stamp;
+        last_size = [frame.image.width(), frame.image.height()];
         let detect = stats.frames % u64::from(config.detect_every) == 0;
         let outcome = process(
             &mut session,
@@ -397,6 +399,7 @@ pub fn run(
         let update = FrameUpdate {
             stamp,
             detected: detect,
+            frame_size: last_size,
             tracks: tracker.states(),
         };
         let sink_start = Instant::now();
@@ -427,6 +430,7 @@ pub fn run(
     let update = FrameUpdate {
         stamp: last_stamp,
         detected: false,
+        frame_size: last_size,
         tracks: Vec::new(),
     };
     let _ = deliver(sinks, &events, Some(&update), &mut stats);

@@ -130,6 +130,8 @@ pub struct TrackState {
     pub first_seen: Duration,
     /// Consecutive detection passes without a match (0 = seen at the last one).
     pub misses: u32,
+    /// The detector's score at the last matched detection.
+    pub score: f32,
     /// The part networks' probabilities at the last detection (unsmoothed).
     pub parts: Vec<(String, Scores)>,
 }
@@ -169,6 +171,8 @@ pub struct FrameUpdate {
     pub stamp: Stamp,
     /// Whether the detector ran on this frame (otherwise boxes are predictions).
     pub detected: bool,
+    /// The frame's width and height in pixels, the space of every box.
+    pub frame_size: [u32; 2],
     /// Reported tracks, oldest first.
     pub tracks: Vec<TrackState>,
 }
@@ -483,6 +487,7 @@ impl Tracker {
             ),
             first_seen: t.first_seen,
             misses: t.misses,
+            score: t.score,
             parts: t.parts.clone(),
         }
     }

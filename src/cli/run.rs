@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 
 use ferrite::capture::{self, Size};
 use ferrite::classify::Classifier;
-use ferrite::config::{Config, MqttOverrides, Overrides};
+use ferrite::config::{Config, MqttOverrides, Overrides, Ros2Overrides};
 use ferrite::display::DisplayConfig;
 use ferrite::limits;
 use ferrite::pipeline;
@@ -141,6 +141,23 @@ pub struct RunArgs {
     #[arg(long)]
     homeassistant: bool,
 
+    /// Publish faces and expressions to ROS 2 (REP-155 topics under /humans/faces, over DDS; no
+    /// ROS install needed). See docs/robotics.md.
+    #[arg(long)]
+    ros2: bool,
+
+    /// DDS domain of --ros2, 0-232 [default: $ROS_DOMAIN_ID, else 0].
+    #[arg(long, value_name = "ID", requires = "ros2")]
+    ros2_domain: Option<u16>,
+
+    /// frame_id of the ROS 2 message headers (the camera's TF frame) [default: camera].
+    #[arg(long, value_name = "FRAME", requires = "ros2")]
+    ros2_frame_id: Option<String>,
+
+    /// Keep ROS 2 discovery and traffic on this machine (like ROS_LOCALHOST_ONLY=1).
+    #[arg(long, requires = "ros2")]
+    ros2_localhost_only: bool,
+
     /// Print per-stage timings and counts to stderr at exit.
     #[arg(long)]
     stats: bool,
@@ -199,6 +216,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         #[cfg(not(feature = "mqtt"))]
         anyhow::bail!(
             "an MQTT host is configured, but this ferrite was built without MQTT (cargo feature mqtt)"
+        );
+    }
+    if config.ros2.enabled {
+        #[cfg(feature = "ros2")]
+        sinks.push(Box::new(ferrite::sink::ros2::Ros2Sink::new(&config.ros2)?));
+        #[cfg(not(feature = "ros2"))]
+        anyhow::bail!(
+            "ROS 2 output is on, but this ferrite was built without it (cargo feature ros2)"
         );
     }
     #[cfg(feature = "display")]
@@ -297,6 +322,12 @@ impl RunArgs {
                 client_cert: self.mqtt_client_cert.clone(),
                 client_key: self.mqtt_client_key.clone(),
                 homeassistant: self.homeassistant,
+            },
+            ros2: Ros2Overrides {
+                enabled: self.ros2,
+                domain_id: self.ros2_domain,
+                frame_id: self.ros2_frame_id.clone(),
+                localhost_only: self.ros2_localhost_only,
             },
             display: self.display.clone(),
         }

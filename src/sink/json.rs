@@ -190,6 +190,7 @@ mod tests {
             probabilities: Scores(vec![("happy".into(), 0.912345), ("sad".into(), 0.087655)]),
             first_seen: Duration::from_millis(500),
             misses: 0,
+            score: 0.9,
             parts: Vec::new(),
         }
     }
@@ -226,6 +227,7 @@ mod tests {
             sink.on_frame(&FrameUpdate {
                 stamp,
                 detected: true,
+                frame_size: [640, 480],
                 tracks: vec![state()],
             })
             .unwrap();

@@ -192,6 +192,7 @@ mod tests {
                 timestamp: Duration::from_millis(t_ms),
             },
             detected: true,
+            frame_size: [640, 480],
             tracks: labels
                 .iter()
                 .enumerate()
@@ -203,6 +204,7 @@ mod tests {
                     probabilities: Scores(vec![(l.to_string(), 0.9)]),
                     first_seen: Duration::ZERO,
                     misses: 0,
+                    score: 0.9,
                     parts: vec![("mouth".into(), Scores(vec![(l.to_string(), 0.95)]))],
                 })
                 .collect(),

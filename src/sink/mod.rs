@@ -8,6 +8,7 @@
 pub mod json;
 pub mod local;
 pub mod mqtt;
+pub mod ros2;
 
 use serde::Serialize;
 
@@ -23,6 +24,8 @@ pub enum SinkError {
     Io(String, #[source] std::io::Error),
     #[error("mqtt: {0}")]
     Mqtt(String),
+    #[error("ros2: {0}")]
+    Ros2(String),
     #[error("{0}")]
     Config(String),
 }

@@ -582,6 +582,7 @@ fn face(track: TrackId, frame: u64, label: &str) -> TrackState {
         probabilities: Scores(vec![(label.into(), 0.9), ("neutral".into(), 0.1)]),
         first_seen: Duration::ZERO,
         misses: 0,
+        score: 0.9,
         parts: Vec::new(),
     }
 }
@@ -635,6 +636,7 @@ fn an_outage_delivers_every_event_in_order_and_only_the_newest_state() {
         let update = FrameUpdate {
             stamp: stamp(frame),
             detected: true,
+            frame_size: [640, 480],
             tracks: vec![face(track, frame, "happy")],
         };
         sink.on_frame(&update).unwrap();
@@ -651,6 +653,7 @@ fn an_outage_delivers_every_event_in_order_and_only_the_newest_state() {
         let update = FrameUpdate {
             stamp: stamp(frame),
             detected: true,
+            frame_size: [640, 480],
             tracks: vec![face(stay, frame, label)],
         };
         sink.on_frame(&update).unwrap();
