@@ -10,10 +10,15 @@ use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command, EXIT_STARTUP_FAILED};
 
 fn main() -> ExitCode {
-    // rustdds (the ROS 2 output's DDS) logs routine discovery per packet and errors at an orderly
-    // shutdown; the sink reports its own failures. `RUST_LOG=rustdds=warn` brings them back.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,rustdds=off"))
-        .init();
+    // The ROS 2 output's DDS stack is chatty at levels meant for its own developers: rustdds
+    // logs routine discovery per packet and errors at an orderly shutdown, ros2-client warns that
+    // ROS_DISTRO is unset (a board has no ROS) and errors when asked for the readers of a writer
+    // none has matched yet, which the sink does each frame. The sink reports its own failures;
+    // `RUST_LOG=rustdds=warn,ros2_client=warn` brings theirs back.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,rustdds=off,ros2_client=off"),
+    )
+    .init();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -93,9 +93,10 @@ pub enum Command {
         after_long_help = "Examples:\n  ferrite bench\n  ferrite bench --all-models --runs 100 --json\n  \
             ferrite bench --threads 1,2\n  ferrite bench --detector long my_frame.jpg\n  \
             ferrite bench --graphs-only --all-models --json --save-inputs /tmp/inputs\n\n\
-            Stages: decode (image file to RGB), detect (letterbox, BlazeFace, box decoding, \
-            suppression), crop+clahe (frame to gray, crop, CLAHE, normalise), ensemble (the \
-            expression model, once per face), whole frame. With --graphs-only: detect graph and \
+            Stages, as `ferrite run` processes a camera frame: decode (the image to the luma \
+            frame the live pipeline works on: a JPEG as an MJPEG camera frame, straight to \
+            luma), detect (letterbox, BlazeFace, box decoding, suppression), crop+clahe (crop, \
+            CLAHE, normalise), ensemble (the expression model, once per face), whole frame. With --graphs-only: detect graph and \
             ensemble graph, the two tract graphs alone.\n\n\
             Kernels: the ensemble's 3x3 convolutions and the detector's depthwise convolutions \
             and 2x2 max-pools run in ferrite's direct kernels where those beat tract's (x86_64 \

@@ -64,6 +64,7 @@ fn run_exit_statuses() {
         vec!["run", "--input", input, "--detect-every", "0"],
         vec!["run", "--input", input, "--no-json", "--json", "-"],
         vec!["run", "--input", input, "--size", "big"],
+        vec!["run", "--input", input, "--ros2-domain", "3"],
     ] {
         assert_eq!(ferrite(&bad).status.code(), Some(2), "{bad:?}");
     }
@@ -100,6 +101,17 @@ fn run_exit_statuses() {
         "/nonexistent/dir/x.jsonl",
     ]);
     assert_eq!(unwritable.status.code(), Some(3));
+    // A DDS domain past the RTPS port range, and a ROS name that cannot be one.
+    for (flag, value, says) in [
+        ("--ros2-domain", "233", "domain id must be 0-232"),
+        ("--ros2-frame-id", "", "frame_id must not be empty"),
+    ] {
+        let bad_ros2 = ferrite(&["run", "--input", input, "--ros2", flag, value]);
+        assert_eq!(bad_ros2.status.code(), Some(3), "{flag} {value:?}");
+        let stderr = String::from_utf8_lossy(&bad_ros2.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }
 
 #[test]

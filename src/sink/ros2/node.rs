@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ros2_client::dds::rustdds::DomainParticipantBuilder;
 use ros2_client::dds::{Context, Node, Publisher};
@@ -154,18 +154,47 @@ impl Sink for Ros2Sink {
     }
 }
 
+/// How long a new writer publishes with no reader matched. Discovery of a new writer takes
+/// milliseconds to a few hundred; its first messages wait in its transient-local history for the
+/// readers that match within this window. After it, a writer with no reader publishes nothing:
+/// rustdds keeps every sample no reader has acknowledged (up to 8192 per writer), so publishing
+/// into the void would grow memory by about 0.4 KB per message.
+const DISCOVERY_GRACE: Duration = Duration::from_secs(2);
+
+/// A writer and when it was created, for [`DISCOVERY_GRACE`].
+struct Gated<M: serde::Serialize> {
+    publisher: Publisher<M>,
+    created: Instant,
+}
+
+impl<M: serde::Serialize> Gated<M> {
+    fn new(publisher: Publisher<M>) -> Self {
+        Gated {
+            publisher,
+            created: Instant::now(),
+        }
+    }
+
+    /// Whether a message now could reach anyone: a reader is matched, or the writer is new.
+    fn open(&self, node: &Node) -> bool {
+        self.created.elapsed() < DISCOVERY_GRACE || self.publisher.get_subscription_count(node) > 0
+    }
+}
+
 /// One face's publishers; dropping them disposes its writers.
 struct FacePublishers {
-    expression: Publisher<Expression>,
-    roi: Publisher<NormalizedRegionOfInterest2D>,
+    expression: Gated<Expression>,
+    roi: Gated<NormalizedRegionOfInterest2D>,
 }
 
 // Fields drop in order: the writers go before the node that owns the participant, which must
 // still be there to remove them.
 struct Publishers {
     faces: HashMap<TrackId, FacePublishers>,
-    tracked: Publisher<IdsList>,
+    tracked: Gated<IdsList>,
     node: Node,
+    /// The newest tracked list not yet published (no reader was matched).
+    pending: Option<IdsList>,
     /// Writes that failed (a reader too slow for [`WRITE_WAIT`]); logged, not fatal.
     failed_writes: u64,
     /// The last list's header, for the empty list published at shutdown.
@@ -192,6 +221,17 @@ impl Publishers {
             .enable_rosout(false)
             .start_parameter_services(false);
         let mut node = context.new_node(name, options).map_err(text)?;
+        // The spinner keeps the node's view of matched readers current; it stops when the node
+        // is dropped.
+        let spinner = node.spinner().map_err(text)?;
+        std::thread::Builder::new()
+            .name("ros2-spin".into())
+            .spawn(move || {
+                if let Err(e) = futures::executor::block_on(spinner.spin()) {
+                    log::warn!("ros2: reader matching stopped: {e}");
+                }
+            })
+            .map_err(text)?;
         let topic = node
             .create_topic(
                 &Name::new("/humans/faces", "tracked").map_err(text)?,
@@ -199,43 +239,41 @@ impl Publishers {
                 &TRACKED_QOS,
             )
             .map_err(text)?;
-        let tracked = node.create_publisher(&topic, None).map_err(text)?;
+        let tracked = Gated::new(node.create_publisher(&topic, None).map_err(text)?);
         Ok(Publishers {
             faces: HashMap::new(),
             tracked,
             node,
+            pending: None,
             failed_writes: 0,
             last_header: None,
         })
     }
 
-    fn face(&mut self, track: TrackId) -> Result<&FacePublishers, String> {
-        if !self.faces.contains_key(&track) {
-            let namespace = format!("/humans/faces/{}", face_id(track));
-            let open = |base: &str, type_name: &str| {
-                let name = Name::new(&namespace, base).map_err(text)?;
+    fn add_face(&mut self, track: TrackId) -> Result<(), String> {
+        let namespace = format!("/humans/faces/{}", face_id(track));
+        let open = |base: &str, type_name: &str| {
+            let name = Name::new(&namespace, base).map_err(text)?;
+            self.node
+                .create_topic(
+                    &name,
+                    MessageTypeName::new("hri_msgs", type_name),
+                    &FACE_QOS,
+                )
+                .map_err(text)
+        };
+        let expression_topic = open("expression", "Expression")?;
+        let roi_topic = open("roi", "NormalizedRegionOfInterest2D")?;
+        let publishers = FacePublishers {
+            expression: Gated::new(
                 self.node
-                    .create_topic(
-                        &name,
-                        MessageTypeName::new("hri_msgs", type_name),
-                        &FACE_QOS,
-                    )
-                    .map_err(text)
-            };
-            let expression_topic = open("expression", "Expression")?;
-            let roi_topic = open("roi", "NormalizedRegionOfInterest2D")?;
-            let publishers = FacePublishers {
-                expression: self
-                    .node
                     .create_publisher(&expression_topic, None)
                     .map_err(text)?,
-                roi: self.node.create_publisher(&roi_topic, None).map_err(text)?,
-            };
-            self.faces.insert(track, publishers);
-        }
-        self.faces
-            .get(&track)
-            .ok_or_else(|| "face publishers vanished".to_string())
+            ),
+            roi: Gated::new(self.node.create_publisher(&roi_topic, None).map_err(text)?),
+        };
+        self.faces.insert(track, publishers);
+        Ok(())
     }
 
     fn written<E: std::fmt::Display>(&mut self, result: Result<(), E>, what: &str) {
@@ -251,17 +289,36 @@ impl Publishers {
         let present: Vec<TrackId> = plan.faces.iter().map(|f| f.track).collect();
         // A face that left loses its writers before the list without it goes out.
         self.faces.retain(|track, _| present.contains(track));
+        let mut results = Vec::new();
         for face in plan.faces {
-            let publishers = self.face(face.track)?;
-            let expression = publishers.expression.publish(face.expression);
-            let roi = publishers.roi.publish(face.roi);
-            self.written(expression.map_err(|e| text(&e)), "expression");
-            self.written(roi.map_err(|e| text(&e)), "roi");
+            if !self.faces.contains_key(&face.track) {
+                self.add_face(face.track)?;
+            }
+            let Some(publishers) = self.faces.get(&face.track) else {
+                continue;
+            };
+            if publishers.expression.open(&self.node) {
+                let result = publishers.expression.publisher.publish(face.expression);
+                results.push((result.map_err(|e| text(&e)), "expression"));
+            }
+            if publishers.roi.open(&self.node) {
+                let result = publishers.roi.publisher.publish(face.roi);
+                results.push((result.map_err(|e| text(&e)), "roi"));
+            }
+        }
+        for (result, what) in results {
+            self.written(result, what);
         }
         if let Some(list) = plan.tracked {
             self.last_header = Some(list.header.clone());
-            let result = self.tracked.publish(list);
-            self.written(result.map_err(|e| text(&e)), "tracked list");
+            self.pending = Some(list);
+        }
+        // A list held back while nobody listened goes out as soon as a reader matches.
+        if self.pending.is_some() && self.tracked.open(&self.node) {
+            if let Some(list) = self.pending.take() {
+                let result = self.tracked.publisher.publish(list);
+                self.written(result.map_err(|e| text(&e)), "tracked list");
+            }
         }
         Ok(())
     }
@@ -272,7 +329,7 @@ impl Publishers {
         }
         self.faces.clear();
         if let Some(header) = self.last_header.take() {
-            let result = self.tracked.publish(IdsList {
+            let result = self.tracked.publisher.publish(IdsList {
                 header: super::Header {
                     stamp: super::Time::from_system(std::time::SystemTime::now()),
                     ..header
