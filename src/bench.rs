@@ -3,9 +3,9 @@
 //! [`run_threads`] times each stage separately on one image taken as a camera frame (decode to
 //! luma, detect, crop and CLAHE, ensemble) and the whole chain, after a warm-up, with one or more
 //! worker threads that each process whole frames with their own ensemble session, and reports
-//! medians, 95th percentiles and the aggregate frame rate. [`run_graphs`] times the two tract graphs alone (detector and
-//! ensemble) on fixed inputs, which is what another runtime can be compared with. It measures;
-//! it does not tune anything.
+//! medians, 95th percentiles and the aggregate frame rate. [`run_graphs`] times the two tract
+//! graphs alone (detector and ensemble) on fixed inputs, which is what another runtime can be
+//! compared with. It measures; it does not tune anything.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
@@ -32,7 +32,7 @@ pub enum BenchError {
     #[error("no face found in the benchmark image")]
     NoFace,
     #[error("cannot decode the benchmark image as a camera frame: {0}")]
-    Frame(String),
+    Frame(#[source] crate::frame::CaptureError),
     #[error(transparent)]
     Detect(#[from] crate::detect::DetectError),
     #[error(transparent)]
@@ -145,8 +145,9 @@ impl FrameDecode {
 
     fn decode(self, encoded: &[u8]) -> Result<GrayImage, BenchError> {
         match self {
-            FrameDecode::Mjpeg => crate::capture::decode::mjpeg_to_gray(encoded)
-                .map_err(|e| BenchError::Frame(e.to_string())),
+            FrameDecode::Mjpeg => {
+                crate::capture::decode::mjpeg_to_gray(encoded).map_err(BenchError::Frame)
+            }
             FrameDecode::Still => Ok(align::rgb_to_gray(&decode(encoded)?)),
         }
     }
