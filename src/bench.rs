@@ -1,4 +1,4 @@
-//! Per-stage latency of the live pipeline's frame path, for `ferrite bench` and `benches/stages.rs`.
+//! Per-stage latency of the live pipeline's frame path, for `ferrite bench`.
 //!
 //! [`run_threads`] times each stage separately on one image taken as a camera frame (decode to
 //! luma, detect, crop and CLAHE, ensemble) and the whole chain, after a warm-up, with one or more
@@ -101,7 +101,7 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-/// The decode `classify` runs (strict, EXIF orientation applied), so that its time is the one timed.
+/// A still's decode as `classify` runs it (strict, EXIF orientation applied).
 fn decode(encoded: &[u8]) -> Result<RgbImage, BenchError> {
     // into_rgb8 moves an RGB image out as it is; to_rgb8 would copy it.
     Ok(crate::capture::still::decode_image(encoded)?.into_rgb8())

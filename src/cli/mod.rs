@@ -96,8 +96,8 @@ pub enum Command {
             Stages, as `ferrite run` processes a camera frame: decode (the image to the luma \
             frame the live pipeline works on: a JPEG as an MJPEG camera frame, straight to \
             luma), detect (letterbox, BlazeFace, box decoding, suppression), crop+clahe (crop, \
-            CLAHE, normalise), ensemble (the expression model, once per face), whole frame. With --graphs-only: detect graph and \
-            ensemble graph, the two tract graphs alone.\n\n\
+            CLAHE, normalise), ensemble (the expression model, once per face), whole frame. \
+            With --graphs-only: detect graph and ensemble graph, the two tract graphs alone.\n\n\
             Kernels: the ensemble's 3x3 convolutions and the detector's depthwise convolutions \
             and 2x2 max-pools run in ferrite's direct kernels where those beat tract's (x86_64 \
             with AVX-512F or AVX2: timed; aarch64 NEON: fewer instructions counted under \
