@@ -165,6 +165,20 @@ def stamp_s(header):
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+def missing(times, stamps):
+    """Which stream times have no message. A stamp is the stream's start plus the frame's time;
+    the start is taken from whichever end of the stream arrived."""
+    if not stamps:
+        return "none arrived"
+    best = []
+    for start in (stamps[0] - times[0], stamps[-1] - times[-1]):
+        arrived = {round(s - start, 2) for s in stamps}
+        absent = [t for t in times if round(t, 2) not in arrived]
+        if not best or len(absent) < len(best):
+            best = absent
+    return f"missing at stream times {best} of {times[0]}..{times[-1]} s"
+
+
 def test_every_expression_update_arrives_in_order_with_rep155_types(recording, tmp_path):
     binary = ferrite_bin()
     domain = random.randint(100, 200)
@@ -199,7 +213,10 @@ def test_every_expression_update_arrives_in_order_with_rep155_types(recording, t
 
     for fid, updates in expected.items():
         got = sub.got_expressions[fid]
-        assert len(got) == len(updates), f"{fid}: {len(got)} of {len(updates)} updates arrived"
+        assert len(got) == len(updates), (
+            f"{fid}: {len(got)} of {len(updates)} updates arrived; "
+            + missing([t for t, _ in updates], [stamp_s(m.header) for m in got])
+        )
         t0, g0 = updates[0][0], stamp_s(got[0].header)
         for (t, face), msg in zip(updates, got):
             assert msg.expression == REP155[face["label"]]
@@ -212,7 +229,10 @@ def test_every_expression_update_arrives_in_order_with_rep155_types(recording, t
             # Stamps keep the stream's spacing (the JSON rounds times to 1 ms).
             assert abs((stamp_s(msg.header) - g0) - (t - t0)) < 2e-3, (fid, t, msg.header)
         rois = sub.got_rois[fid]
-        assert len(rois) == len(updates), f"{fid}: {len(rois)} of {len(updates)} boxes"
+        assert len(rois) == len(updates), (
+            f"{fid}: {len(rois)} of {len(updates)} boxes; "
+            + missing([t for t, _ in updates], [stamp_s(m.header) for m in rois])
+        )
         for (_, face), roi in zip(updates, rois):
             x, y, w, h = face["box"]
             assert abs(roi.xmin - max(x, 0) / 640) < 1e-3 and abs(roi.ymax - min(y + h, 480) / 480) < 1e-3

@@ -27,7 +27,9 @@ const QUEUE: usize = 8;
 /// given up: well under a frame at 30 fps, so one stuck reader delays the DDS thread only.
 const WRITE_WAIT: Duration = Duration::from_millis(20);
 
-/// How long the DDS thread stays after publishing the empty tracked list at shutdown.
+/// How long a writer outlives its last message: the face writers of a face that left, and every
+/// writer at shutdown. Deleting a writer stops it resending, and its last sample may still sit
+/// in rustdds's event loop behind the deletion; ros2-client cannot wait for acknowledgements.
 const LINGER: Duration = Duration::from_millis(300);
 
 /// `/humans/faces/tracked`: reliable, transient-local (latched), the newest list only.
@@ -191,6 +193,8 @@ struct FacePublishers {
 // still be there to remove them.
 struct Publishers {
     faces: HashMap<TrackId, FacePublishers>,
+    /// Writers of faces that left, and since when: deleted after [`LINGER`].
+    retired: Vec<(Instant, FacePublishers)>,
     tracked: Gated<IdsList>,
     node: Node,
     /// The newest tracked list not yet published (no reader was matched).
@@ -242,6 +246,7 @@ impl Publishers {
         let tracked = Gated::new(node.create_publisher(&topic, None).map_err(text)?);
         Ok(Publishers {
             faces: HashMap::new(),
+            retired: Vec::new(),
             tracked,
             node,
             pending: None,
@@ -287,8 +292,8 @@ impl Publishers {
 
     fn publish(&mut self, plan: FramePlan) -> Result<(), String> {
         let present: Vec<TrackId> = plan.faces.iter().map(|f| f.track).collect();
-        // A face that left loses its writers before the list without it goes out.
-        self.faces.retain(|track, _| present.contains(track));
+        self.retire_faces(|track| !present.contains(track));
+        self.retired.retain(|(since, _)| since.elapsed() < LINGER);
         let mut results = Vec::new();
         for face in plan.faces {
             if !self.faces.contains_key(&face.track) {
@@ -323,12 +328,24 @@ impl Publishers {
         Ok(())
     }
 
+    /// Moves the writers of the faces `gone` selects to [`Self::retired`].
+    fn retire_faces(&mut self, gone: impl Fn(&TrackId) -> bool) {
+        let leaving: Vec<TrackId> = self.faces.keys().copied().filter(|t| gone(t)).collect();
+        for track in leaving {
+            if let Some(publishers) = self.faces.remove(&track) {
+                self.retired.push((Instant::now(), publishers));
+            }
+        }
+    }
+
     fn serve(&mut self, commands: &Receiver<Command>) -> Result<(), String> {
         while let Ok(Command::Frame(plan)) = commands.recv() {
             self.publish(plan)?;
         }
-        self.faces.clear();
-        if let Some(header) = self.last_header.take() {
+        self.retire_faces(|_| true);
+        let last_list = self.last_header.take();
+        let linger = last_list.is_some() || !self.retired.is_empty();
+        if let Some(header) = last_list {
             let result = self.tracked.publisher.publish(IdsList {
                 header: super::Header {
                     stamp: super::Time::from_system(std::time::SystemTime::now()),
@@ -337,8 +354,10 @@ impl Publishers {
                 ids: Vec::new(),
             });
             self.written(result.map_err(|e| text(&e)), "empty tracked list");
-            // ros2-client cannot wait for acknowledgements: give reliable readers a moment to
-            // receive (or have resent) the empty list before the participant goes away.
+        }
+        if linger {
+            // The last face messages and the empty list: reliable readers receive them (or have
+            // them resent) before the writers and the participant go away.
             std::thread::sleep(LINGER);
         }
         Ok(())
