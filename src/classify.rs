@@ -468,7 +468,7 @@ impl Serialize for Scores {
     }
 }
 
-fn ordered_map<S: Serializer, V: Serialize>(
+pub(crate) fn ordered_map<S: Serializer, V: Serialize>(
     entries: &[(String, V)],
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

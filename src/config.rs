@@ -13,6 +13,7 @@ use crate::pipeline::PipelineConfig;
 use crate::sink::json::JsonConfig;
 use crate::sink::mqtt::MqttConfig;
 use crate::sink::ros2::Ros2Config;
+use crate::sink::web::WebConfig;
 use crate::track::TrackerConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -28,6 +29,7 @@ pub struct Config {
     pub json: JsonConfig,
     pub mqtt: MqttConfig,
     pub ros2: Ros2Config,
+    pub web: WebConfig,
     pub display: Option<DisplayConfig>,
     pub gpio: Option<GpioConfig>,
 }
@@ -108,7 +110,17 @@ pub struct Overrides {
     pub json_state: bool,
     pub mqtt: MqttOverrides,
     pub ros2: Ros2Overrides,
+    pub web: WebOverrides,
     pub display: Option<DisplayConfig>,
+}
+
+/// The web view's flags of [`Overrides`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebOverrides {
+    /// `--web` (`Some(None)`: at the configured address) or `--web ADDR`.
+    pub listen: Option<Option<String>>,
+    pub token: Option<String>,
+    pub blur_faces: bool,
 }
 
 /// The ROS 2 flags of [`Overrides`].
@@ -202,6 +214,16 @@ impl Overrides {
         set(&mut ros2.frame_id, &flags.frame_id);
         ros2.localhost_only |= flags.localhost_only;
 
+        let (web, flags) = (&mut config.web, &self.web);
+        if let Some(listen) = &flags.listen {
+            web.enabled = true;
+            set(&mut web.listen, listen);
+        }
+        if flags.token.is_some() {
+            web.token.clone_from(&flags.token);
+        }
+        web.blur_faces |= flags.blur_faces;
+
         set_some(&mut config.display, &self.display);
     }
 }
@@ -233,6 +255,8 @@ pub enum ConfigError {
     Tracker(crate::track::TrackerConfigError),
     #[error("{0}")]
     Ros2(String),
+    #[error("[web] {0}")]
+    Web(String),
     #[error("{origin}: {source}")]
     OutOfRange {
         origin: String,
@@ -309,6 +333,9 @@ impl Config {
             })?;
         if self.ros2.enabled {
             self.ros2.validate().map_err(ConfigError::Ros2)?;
+        }
+        if self.web.enabled {
+            self.web.validate().map_err(ConfigError::Web)?;
         }
         self.tracker.validate().map_err(ConfigError::Tracker)
     }

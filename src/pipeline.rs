@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{Classifier, ClassifyError, StageTimes};
 use crate::detect::Face;
 use crate::frame::{CaptureError, Frame, FrameSource};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Picture, Sink, SinkError, Vitals};
 use crate::track::{
     Event, FrameUpdate, Observation, Stamp, Tracker, TrackerConfig, TrackerConfigError,
 };
@@ -128,6 +128,22 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    pub fn vitals(&self) -> Vitals {
+        Vitals {
+            frames: self.frames,
+            dropped: self.dropped,
+            capture_errors: self.capture_errors,
+            sink_errors: self.sink_errors,
+            tracks: self.tracks,
+            detect_ms: self.detect.mean_ms(),
+            crop_ms: self.crop.mean_ms(),
+            ensemble_ms: self.ensemble.mean_ms(),
+            track_ms: self.track.mean_ms(),
+            sinks_ms: self.sinks.mean_ms(),
+            frame_ms: self.frame.mean_ms(),
+        }
+    }
+
     pub fn fps(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
         if s > 0.0 {
@@ -403,14 +419,21 @@ pub fn run(
             tracks: tracker.states(),
         };
         let sink_start = Instant::now();
-        let alive = deliver(sinks, &events, Some(&update), &mut stats);
-        stats.sinks.add(sink_start.elapsed(), 1);
-        stats.frame.add(start.elapsed(), 1);
-        stats.frames += 1;
         stats.tracks += events
             .iter()
             .filter(|e| e.kind == crate::track::EventKind::Appeared)
             .count() as u64;
+        collect_capture_counts(&slot, &mut stats);
+        let vitals = stats.vitals();
+        let picture = Picture {
+            image: &frame.image,
+            update: &update,
+            vitals: &vitals,
+        };
+        let alive = deliver(sinks, &events, &picture, &mut stats);
+        stats.sinks.add(sink_start.elapsed(), 1);
+        stats.frame.add(start.elapsed(), 1);
+        stats.frames += 1;
         if config.stats_interval_s > 0.0
             && last_log.elapsed().as_secs_f64() >= config.stats_interval_s
         {
@@ -433,7 +456,16 @@ pub fn run(
         frame_size: last_size,
         tracks: Vec::new(),
     };
-    let _ = deliver(sinks, &events, Some(&update), &mut stats);
+    for sink in sinks.iter_mut() {
+        for event in &events {
+            if let Err(e) = sink.on_event(event) {
+                report_sink_error(sink.name(), &e, &mut stats);
+            }
+        }
+        if let Err(e) = sink.on_frame(&update) {
+            report_sink_error(sink.name(), &e, &mut stats);
+        }
+    }
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.close() {
             stats.sink_errors += 1;
@@ -461,12 +493,13 @@ fn collect_capture_counts(slot: &Slot, stats: &mut RunStats) {
     stats.capture_errors = state.errors;
 }
 
-/// Hands events and the frame's state to every sink. Returns false when an output is gone for
-/// good (the reader of a pipe exited): then the run should end, as `ferrite run | head` expects.
+/// Hands events, the frame's state and its picture to every sink. Returns false when an output
+/// is gone for good (the reader of a pipe exited): then the run should end, as
+/// `ferrite run | head` expects.
 fn deliver(
     sinks: &mut [Box<dyn Sink>],
     events: &[Event],
-    update: Option<&FrameUpdate>,
+    picture: &Picture<'_>,
     stats: &mut RunStats,
 ) -> bool {
     let mut alive = true;
@@ -476,10 +509,11 @@ fn deliver(
                 alive &= report_sink_error(sink.name(), &e, stats);
             }
         }
-        if let Some(update) = update {
-            if let Err(e) = sink.on_frame(update) {
-                alive &= report_sink_error(sink.name(), &e, stats);
-            }
+        if let Err(e) = sink.on_frame(picture.update) {
+            alive &= report_sink_error(sink.name(), &e, stats);
+        }
+        if let Err(e) = sink.on_picture(picture) {
+            alive &= report_sink_error(sink.name(), &e, stats);
         }
     }
     alive

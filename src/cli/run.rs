@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 
 use ferrite::capture::{self, Size};
 use ferrite::classify::Classifier;
-use ferrite::config::{Config, MqttOverrides, Overrides, Ros2Overrides};
+use ferrite::config::{Config, MqttOverrides, Overrides, Ros2Overrides, WebOverrides};
 use ferrite::display::DisplayConfig;
 use ferrite::limits;
 use ferrite::pipeline;
@@ -158,6 +158,22 @@ pub struct RunArgs {
     #[arg(long, requires = "ros2")]
     ros2_localhost_only: bool,
 
+    /// Serve the live view in a browser: the annotated camera stream, each face's expression and
+    /// its parts' votes, the frame rate; also /stream.mjpg, /snapshot.jpg, /events and /status.
+    /// Without ADDR it listens on 127.0.0.1:8080 (this machine only); 0.0.0.0:8080 serves the
+    /// network (set a token then). See docs/web.md.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = false)]
+    web: Option<Option<String>>,
+
+    /// Token every web request must carry (?token=... or Authorization: Bearer ...). Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(long, value_name = "TOKEN", env = ferrite::sink::web::TOKEN_ENV, hide_env_values = true)]
+    web_token: Option<String>,
+
+    /// Pixelate faces in the web stream and snapshots (boxes and labels are still drawn).
+    #[arg(long)]
+    web_blur_faces: bool,
+
     /// Print per-stage timings and counts to stderr at exit.
     #[arg(long)]
     stats: bool,
@@ -250,6 +266,38 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             ferrite::gpio::NO_GPIO
         );
     }
+    if config.web.enabled {
+        #[cfg(feature = "web")]
+        {
+            let ensemble = classifier.ensemble();
+            let info = ferrite::sink::web::ServerInfo {
+                model: format!(
+                    "{} ({:?}, {} kernels)",
+                    ensemble.manifest().name,
+                    ensemble.precision(),
+                    ensemble.conv_kernels()
+                ),
+                detector: classifier.detector().map_or_else(
+                    || "none".to_string(),
+                    |d| d.config().model.name().to_string(),
+                ),
+                camera: source.describe(),
+                sinks: sinks.iter().map(|s| s.name().to_string()).collect(),
+            };
+            let sink = ferrite::sink::web::WebSink::start(&config.web, info)?;
+            let auth = if config.web.token.is_some() {
+                " (token required)"
+            } else {
+                ""
+            };
+            log::warn!("web: live view at http://{}/{auth}", sink.address());
+            sinks.push(Box::new(sink));
+        }
+        #[cfg(not(feature = "web"))]
+        anyhow::bail!(
+            "the web view is on, but this ferrite was built without it (cargo feature web)"
+        );
+    }
     sinks.push(Box::new(SystemdSink::ready()));
 
     let outcome = pipeline::run(
@@ -328,6 +376,11 @@ impl RunArgs {
                 domain_id: self.ros2_domain,
                 frame_id: self.ros2_frame_id.clone(),
                 localhost_only: self.ros2_localhost_only,
+            },
+            web: WebOverrides {
+                listen: self.web.clone(),
+                token: self.web_token.clone(),
+                blur_faces: self.web_blur_faces,
             },
             display: self.display.clone(),
         }

@@ -9,7 +9,9 @@ pub mod json;
 pub mod local;
 pub mod mqtt;
 pub mod ros2;
+pub mod web;
 
+use image::GrayImage;
 use serde::Serialize;
 
 use crate::classify::Scores;
@@ -26,6 +28,8 @@ pub enum SinkError {
     Mqtt(String),
     #[error("ros2: {0}")]
     Ros2(String),
+    #[error("web: {0}")]
+    Web(String),
     #[error("{0}")]
     Config(String),
 }
@@ -41,10 +45,42 @@ pub trait Sink: Send {
         Ok(())
     }
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError>;
+    /// The frame `on_frame` just described, for outputs that show the picture (the web view);
+    /// the others ignore it. Copy what is needed and return: encoding belongs on another thread.
+    fn on_picture(&mut self, _picture: &Picture<'_>) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Flushes and leaves the output in its stopped state. Called once, at shutdown.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+}
+
+/// A processed frame: its pixels (what the detector saw), its tracks, and the run's vitals.
+pub struct Picture<'a> {
+    pub image: &'a GrayImage,
+    pub update: &'a FrameUpdate,
+    pub vitals: &'a Vitals,
+}
+
+/// The run so far, for health pages: counts, and each stage's mean time in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Vitals {
+    pub frames: u64,
+    pub dropped: u64,
+    pub capture_errors: u64,
+    pub sink_errors: u64,
+    pub tracks: u64,
+    /// Per detection pass.
+    pub detect_ms: f64,
+    /// Per face.
+    pub crop_ms: f64,
+    /// Per face.
+    pub ensemble_ms: f64,
+    pub track_ms: f64,
+    pub sinks_ms: f64,
+    /// Everything after the frame arrived.
+    pub frame_ms: f64,
 }
 
 fn round(v: f32, decimals: i32) -> f32 {
@@ -73,6 +109,20 @@ pub struct FaceState {
     pub label: String,
     pub confidence: f32,
     pub probabilities: Scores,
+    /// Each part network's probabilities at the last detection; only the web view's event
+    /// stream carries them (docs/web.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartScores>,
+}
+
+/// Part name -> that part network's probabilities, as a JSON object in the model's part order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartScores(pub Vec<(String, Scores)>);
+
+impl Serialize for PartScores {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        crate::classify::ordered_map(&self.0, serializer)
+    }
 }
 
 impl From<&TrackState> for FaceState {
@@ -83,6 +133,22 @@ impl From<&TrackState> for FaceState {
             label: s.label.clone(),
             confidence: round(s.confidence, 4),
             probabilities: rounded_scores(&s.probabilities),
+            parts: None,
+        }
+    }
+}
+
+impl FaceState {
+    /// With the part networks' votes (rounded like the probabilities).
+    pub fn with_parts(s: &TrackState) -> Self {
+        FaceState {
+            parts: Some(PartScores(
+                s.parts
+                    .iter()
+                    .map(|(part, scores)| (part.clone(), rounded_scores(scores)))
+                    .collect(),
+            )),
+            ..FaceState::from(s)
         }
     }
 }
