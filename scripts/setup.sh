@@ -58,10 +58,18 @@ if [ "${1:-}" = "--dev" ]; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
   fi
+  # Debian's Chromium: the web view's real-browser test (tests/web) drives it headless.
+  if ! command -v chromium >/dev/null; then
+    echo "setup: installing chromium (apt; the web view's browser test)"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  fi
   echo "setup: installing Python packages for models/ (models/requirements.txt)"
   # No wheel cache: PyPI's torch brings ~4 GB of CUDA libraries, and a cached copy of the wheels
   # would double that on a CI disk that also holds the Rust build.
   python3 -m pip install -q --no-cache-dir -r models/requirements.txt
   echo "setup: installing Eclipse Cyclone DDS for the ROS 2 interop test (tests/ros2/requirements.txt)"
   python3 -m pip install -q --no-cache-dir -r tests/ros2/requirements.txt
+  echo "setup: installing the DevTools client for the browser test (tests/web/requirements.txt)"
+  python3 -m pip install -q --no-cache-dir -r tests/web/requirements.txt
 fi

@@ -23,8 +23,10 @@ cargo clippy --all-targets --features vivid-feed -- -D warnings
 stage "cargo test"
 FERRITE_REQUIRE_HW="mosquitto,openssl" cargo test
 stage "pytest"
-# tests/ros2 runs `ferrite run --ros2` (the debug build above) against Cyclone DDS on loopback.
-FERRITE_REQUIRE_ROS2=1 python3 -m pytest models/tests cross/tests tests/ros2 -q
+# tests/ros2 runs `ferrite run --ros2` (the debug build above) against Cyclone DDS on loopback;
+# tests/web loads `ferrite run --web` in headless Chromium.
+FERRITE_REQUIRE_ROS2=1 FERRITE_REQUIRE_WEB=1 \
+  python3 -m pytest models/tests cross/tests tests/ros2 tests/web -q
 
 # A build without the optional features (no V4L2 binding, no MQTT: neither bindgen nor ring) must
 # still compile cleanly and classify images: clippy over every target, then its CLI tests run the

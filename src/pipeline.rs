@@ -127,6 +127,11 @@ pub struct RunStats {
     pub frame: StageStat,
 }
 
+/// Milliseconds rounded to the microsecond.
+fn micros(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
 impl RunStats {
     pub fn vitals(&self) -> Vitals {
         Vitals {
@@ -135,12 +140,12 @@ impl RunStats {
             capture_errors: self.capture_errors,
             sink_errors: self.sink_errors,
             tracks: self.tracks,
-            detect_ms: self.detect.mean_ms(),
-            crop_ms: self.crop.mean_ms(),
-            ensemble_ms: self.ensemble.mean_ms(),
-            track_ms: self.track.mean_ms(),
-            sinks_ms: self.sinks.mean_ms(),
-            frame_ms: self.frame.mean_ms(),
+            detect_ms: micros(self.detect.mean_ms()),
+            crop_ms: micros(self.crop.mean_ms()),
+            ensemble_ms: micros(self.ensemble.mean_ms()),
+            track_ms: micros(self.track.mean_ms()),
+            sinks_ms: micros(self.sinks.mean_ms()),
+            frame_ms: micros(self.frame.mean_ms()),
         }
     }
 

@@ -112,6 +112,28 @@ fn run_exit_statuses() {
         assert!(stderr.contains(says), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+    // The web view: an address that is not one, a token that cannot travel in a URL, and a
+    // port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let expected_busy = if cfg!(feature = "web") {
+        "cannot listen on"
+    } else {
+        "built without it"
+    };
+    for (args, says) in [
+        (vec!["--web", "localhost"], "IP address and port"),
+        (vec!["--web", "--web-token", "a b"], "token must be"),
+        (vec!["--web", taken.as_str()], expected_busy),
+    ] {
+        let mut run = vec!["run", "--input", input, "--max-frames", "1"];
+        run.extend(&args);
+        let bad_web = ferrite(&run);
+        assert_eq!(bad_web.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&bad_web.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }
 
 #[test]
