@@ -379,6 +379,7 @@ pub fn run(
         timestamp: Duration::ZERO,
     };
     let mut last_size = [0, 0];
+    let mut face_boxes = Vec::new();
     let mut result = Ok(());
     loop {
         if config.max_frames.is_some_and(|m| stats.frames >= m) || stop.load(Ordering::Relaxed) {
@@ -409,6 +410,7 @@ pub fn run(
             stamp,
             detect,
             &mut stats,
+            &mut face_boxes,
         );
         let events = match outcome {
             Ok(events) => events,
@@ -433,6 +435,7 @@ pub fn run(
         let picture = Picture {
             image: &frame.image,
             update: &update,
+            faces: &face_boxes,
             vitals: &vitals,
         };
         let alive = deliver(sinks, &events, &picture, &mut stats);
@@ -547,10 +550,13 @@ fn process(
     stamp: Stamp,
     detect: bool,
     stats: &mut RunStats,
+    face_boxes: &mut Vec<[f32; 4]>,
 ) -> Result<Vec<Event>, PipelineError> {
     let mut times = StageTimes::default();
+    face_boxes.clear();
     let events = if detect {
         let found = session.classify_gray(image, None, &mut times)?;
+        face_boxes.extend(found.iter().map(|(face, _)| face.bbox.xywh()));
         let faces = found.len() as u64;
         stats.detect.add(times.detect, 1);
         if faces > 0 {
@@ -578,6 +584,7 @@ fn process(
             .filter(|(_, f)| visible_fraction(f, image.width(), image.height()) >= 0.6)
             .unzip();
         let found = session.classify_gray(image, Some(&faces), &mut times)?;
+        face_boxes.extend(faces.iter().map(|face| face.bbox.xywh()));
         if !faces.is_empty() {
             stats.crop.add(times.crop, faces.len() as u64);
             stats.ensemble.add(times.ensemble, faces.len() as u64);

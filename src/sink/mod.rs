@@ -60,6 +60,9 @@ pub trait Sink: Send {
 pub struct Picture<'a> {
     pub image: &'a GrayImage,
     pub update: &'a FrameUpdate,
+    /// Every face box this frame was classified at, reported or not: the detections (also those
+    /// not yet confirmed by the tracker), or the tracker's predictions between detections.
+    pub faces: &'a [[f32; 4]],
     pub vitals: &'a Vitals,
 }
 

@@ -29,6 +29,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct RawSlot {
     image: GrayImage,
     annotations: Vec<Annotation>,
+    /// Boxes to pixelate with `blur_faces`: the tracks' and every other face found.
+    private: Vec<[f32; 4]>,
     fresh: bool,
 }
 
@@ -150,12 +152,18 @@ impl Hub {
 
     /// Hands a frame to the encoder unless it is busy with the previous one (then this frame is
     /// skipped: the inference thread never waits for encoding).
-    fn post(&self, image: &GrayImage, annotations: Vec<Annotation>) {
+    fn post(&self, picture: &Picture<'_>) {
         let Ok(mut slot) = self.raw.try_lock() else {
             return;
         };
-        slot.image.clone_from(image);
-        slot.annotations = annotations;
+        slot.image.clone_from(picture.image);
+        let tracks = &picture.update.tracks;
+        slot.annotations = tracks.iter().map(Annotation::from).collect();
+        slot.private.clear();
+        if self.config.blur_faces {
+            slot.private.extend(tracks.iter().map(|t| t.bbox));
+            slot.private.extend_from_slice(picture.faces);
+        }
         slot.fresh = true;
         drop(slot);
         self.raw_ready.notify_one();
@@ -163,9 +171,10 @@ impl Hub {
 
     /// The encoder thread: draws and encodes each posted frame until shutdown.
     pub(crate) fn encode_loop(&self) {
-        let mut renderer = Renderer::new(self.config.quality, self.config.blur_faces);
+        let mut renderer = Renderer::new(self.config.quality);
         let mut image = GrayImage::default();
         let mut annotations = Vec::new();
+        let mut private = Vec::new();
         loop {
             {
                 let mut slot = lock(&self.raw);
@@ -177,10 +186,11 @@ impl Hub {
                 }
                 std::mem::swap(&mut slot.image, &mut image);
                 std::mem::swap(&mut slot.annotations, &mut annotations);
+                std::mem::swap(&mut slot.private, &mut private);
                 slot.fresh = false;
             }
             let start = Instant::now();
-            match renderer.render(&mut image, &annotations) {
+            match renderer.render(&mut image, &annotations, &private) {
                 Ok(jpeg) => {
                     let mut encoded = lock(&self.encoded);
                     encoded.seq += 1;
@@ -445,8 +455,7 @@ impl Sink for WebSink {
     fn on_picture(&mut self, picture: &Picture<'_>) -> Result<(), SinkError> {
         self.hub.observe(picture);
         if self.hub.has_viewers() && Self::due(&mut self.last_post, self.period) {
-            let annotations = picture.update.tracks.iter().map(Annotation::from).collect();
-            self.hub.post(picture.image, annotations);
+            self.hub.post(picture);
         }
         Ok(())
     }

@@ -117,31 +117,27 @@ pub(crate) fn pixelate(image: &mut GrayImage, bbox: &[f32; 4]) {
 /// Reusable buffers and settings of the encoder thread.
 pub(crate) struct Renderer {
     quality: u8,
-    blur_faces: bool,
     rgb: Vec<u8>,
 }
 
 impl Renderer {
-    pub(crate) fn new(quality: u8, blur_faces: bool) -> Renderer {
+    pub(crate) fn new(quality: u8) -> Renderer {
         Renderer {
             quality,
-            blur_faces,
             rgb: Vec::new(),
         }
     }
 
-    /// Pixelates the faces (with `blur_faces`) in `image`, draws the annotations and returns the
-    /// JPEG.
+    /// Pixelates the `private` boxes in `image`, draws the annotations and returns the JPEG.
     pub(crate) fn render(
         &mut self,
         image: &mut GrayImage,
         annotations: &[Annotation],
+        private: &[[f32; 4]],
     ) -> Result<Vec<u8>, String> {
         let (width, height) = image.dimensions();
-        if self.blur_faces {
-            for a in annotations {
-                pixelate(image, &a.bbox);
-            }
+        for bbox in private {
+            pixelate(image, bbox);
         }
         self.rgb.clear();
         self.rgb
@@ -217,8 +213,8 @@ mod tests {
     #[test]
     fn the_box_and_tag_are_drawn_in_the_label_colour_and_the_jpeg_decodes() {
         let mut image = GrayImage::from_pixel(160, 120, image::Luma([128]));
-        let mut renderer = Renderer::new(90, false);
-        let jpeg = renderer.render(&mut image, &[face("happy")]).unwrap();
+        let mut renderer = Renderer::new(90);
+        let jpeg = renderer.render(&mut image, &[face("happy")], &[]).unwrap();
         // The drawn buffer: the box's left edge and the tag are happy's yellow.
         let px = |x: usize, y: usize| &renderer.rgb[(y * 160 + x) * 3..(y * 160 + x) * 3 + 3];
         assert_eq!(px(41, 80), &[0xf2, 0xc1, 0x1d]);
