@@ -532,3 +532,33 @@ fn the_config_is_checked() {
     })
     .contains("max_clients"));
 }
+
+#[test]
+fn frames_are_due_on_a_fixed_grid_so_the_stream_keeps_its_rate_under_jitter() {
+    let period = Duration::from_millis(40);
+    let start = Instant::now();
+    let mut next = None;
+    // One second of frames every 20 ms, every fourth one 3 ms late: one frame per 40 ms slot,
+    // 25 in all, however the jitter falls.
+    let due = (0..50u64)
+        .filter(|i| {
+            let late = if i % 4 == 0 { 3 } else { 0 };
+            let now = start + Duration::from_millis(20 * i + late);
+            WebSink::due(&mut next, period, now)
+        })
+        .count();
+    assert_eq!(due, 25);
+    // After a pause the grid restarts at the next frame instead of catching up.
+    let resumed = start + Duration::from_secs(5);
+    assert!(WebSink::due(&mut next, period, resumed));
+    assert!(!WebSink::due(
+        &mut next,
+        period,
+        resumed + Duration::from_millis(20)
+    ));
+    assert!(WebSink::due(
+        &mut next,
+        period,
+        resumed + Duration::from_millis(40)
+    ));
+}
