@@ -193,6 +193,23 @@ def browser():
     b.close()
 
 
+@pytest.fixture
+def kiosk_panel():
+    """The 1024x600 panel of the kiosk recipe."""
+    b = Browser(1024, 600)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def phone():
+    b = Browser(390, 844)
+    b.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=2,
+           mobile=True)
+    yield b
+    b.close()
+
+
 def near(pixel, colour, tolerance=40):
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour))
 
@@ -252,7 +269,8 @@ def test_the_page_shows_the_annotated_frame_a_box_and_a_label_and_they_update(fe
         later.save(path, optimize=True)
 
 
-def test_kiosk_mode_hides_the_controls_and_enlarges_the_label(ferrite, browser):
+def test_kiosk_mode_hides_the_controls_and_enlarges_the_label(ferrite, kiosk_panel):
+    browser = kiosk_panel
     browser.open(ferrite + "?kiosk=1")
     browser.wait_for("document.querySelector('.face .label')?.textContent")
     assert browser.eval("getComputedStyle(document.querySelector('header')).display") == "none"
@@ -263,3 +281,17 @@ def test_kiosk_mode_hides_the_controls_and_enlarges_the_label(ferrite, browser):
         "document.getElementById('kiosklive').className === 'on' && "
         "document.getElementById('kiosklive').textContent"
     )
+    # Everything fits the 1024x600 panel: nothing to scroll on a screen nobody touches.
+    browser.wait_for("document.getElementById('stream').naturalWidth > 0")
+    assert browser.eval("document.documentElement.scrollHeight") <= 600
+    assert browser.eval("document.documentElement.scrollWidth") <= 1024
+
+
+def test_on_a_phone_the_cards_go_below_the_stream_without_sideways_scrolling(ferrite, phone):
+    phone.open(ferrite)
+    phone.wait_for("document.getElementById('stream').naturalWidth > 0")
+    phone.wait_for("document.querySelector('.face .label')?.textContent")
+    assert phone.eval("document.documentElement.scrollWidth") <= 390
+    stream_bottom = phone.eval("document.getElementById('stream').getBoundingClientRect().bottom")
+    faces_top = phone.eval("document.getElementById('faces').getBoundingClientRect().top")
+    assert faces_top >= stream_bottom, (faces_top, stream_bottom)
