@@ -15,7 +15,7 @@ use ferrite::ensemble::Ensemble;
 use ferrite::frame::{CaptureError, Frame, FrameSource};
 use ferrite::models;
 use ferrite::pipeline::{self, PipelineConfig};
-use ferrite::sink::{Sink, SinkError};
+use ferrite::sink::{Picture, Sink, SinkError};
 use ferrite::track::{Event, EventKind, FrameUpdate, TrackerConfig};
 
 const WIDTH: u32 = 320;
@@ -91,6 +91,8 @@ impl FrameSource for SyntheticVideo {
 struct Recorded {
     events: Vec<Event>,
     frames: Vec<FrameUpdate>,
+    /// Per picture: the image's size, its face boxes and the vitals' frame count.
+    pictures: Vec<((u32, u32), Vec<[f32; 4]>, u64)>,
     closed: bool,
 }
 
@@ -106,6 +108,14 @@ impl Sink for Recorder {
     }
     fn on_frame(&mut self, update: &FrameUpdate) -> Result<(), SinkError> {
         self.0.lock().unwrap().frames.push(update.clone());
+        Ok(())
+    }
+    fn on_picture(&mut self, picture: &Picture<'_>) -> Result<(), SinkError> {
+        self.0.lock().unwrap().pictures.push((
+            picture.image.dimensions(),
+            picture.faces.to_vec(),
+            picture.vitals.frames,
+        ));
         Ok(())
     }
     fn close(&mut self) -> Result<(), SinkError> {
@@ -153,6 +163,19 @@ fn synthetic_video_gives_stable_ids_the_expected_events_and_no_flicker() {
 
     let recorded = recorded.lock().unwrap();
     assert!(recorded.closed);
+    // Each processed frame's picture follows its update (the final empty update has none): the
+    // frame's pixels, every face box it was classified at, and the run's count before it.
+    assert_eq!(recorded.pictures.len() as u64, FRAMES);
+    for (i, ((size, faces, counted), update)) in
+        recorded.pictures.iter().zip(&recorded.frames).enumerate()
+    {
+        assert_eq!([size.0, size.1], update.frame_size);
+        assert_eq!(*counted, i as u64);
+        // A track matched at this frame's detection had a detection box.
+        if update.detected && update.tracks.iter().any(|t| t.misses == 0) {
+            assert!(!faces.is_empty(), "frame {i}: no face boxes");
+        }
+    }
     let summary: Vec<String> = recorded
         .events
         .iter()
