@@ -160,8 +160,8 @@ pub struct RunArgs {
 
     /// Serve the live view in a browser: the annotated camera stream, each face's expression and
     /// its parts' votes, the frame rate; also /stream.mjpg, /snapshot.jpg, /events and /status.
-    /// Without ADDR it listens on 127.0.0.1:8080 (this machine only); 0.0.0.0:8080 serves the
-    /// network (set a token then). See docs/web.md.
+    /// Without ADDR it listens on [web] listen, by default 127.0.0.1:8080 (this machine only);
+    /// 0.0.0.0:8080 serves the network (set a token then). See docs/web.md.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = false)]
     web: Option<Option<String>>,
 
