@@ -502,6 +502,8 @@ mod tests {
         assert_eq!(config.model.keep, Some(false));
         // The example's [ros2] spells out the defaults.
         assert_eq!(config.ros2, Ros2Config::default());
+        // So does its [web].
+        assert_eq!(config.web, WebConfig::default());
         let gpio = config.gpio.expect("gpio");
         assert_eq!(gpio.chip, "pinctrl-rp1");
         assert_eq!(gpio.outputs.len(), 3);
@@ -547,6 +549,38 @@ mod tests {
         }
         let sane = "[display]\ndriver = \"png\"\nwidth = 4096\nheight = 1\n[camera]\nfps = 0.5\n";
         Config::from_toml(sane, "t").expect("the ends of the ranges are allowed");
+    }
+
+    #[test]
+    fn the_web_flags_turn_the_view_on_at_the_file_s_address_or_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            "[web]\nlisten = \"0.0.0.0:9000\"\nstream_fps = 2.0\n",
+        )
+        .expect("write");
+        let off = Config::resolve(None, Some(&file), &Overrides::default()).unwrap();
+        assert!(!off.web.enabled);
+        let flags = |listen: Option<&str>| Overrides {
+            web: WebOverrides {
+                listen: Some(listen.map(str::to_string)),
+                token: Some("t0ken".into()),
+                blur_faces: true,
+            },
+            ..Overrides::default()
+        };
+        let bare = Config::resolve(None, Some(&file), &flags(None)).unwrap();
+        assert!(bare.web.enabled && bare.web.blur_faces);
+        assert_eq!(bare.web.listen, "0.0.0.0:9000");
+        assert_eq!(bare.web.stream_fps, 2.0);
+        assert_eq!(bare.web.token.as_deref(), Some("t0ken"));
+        let addressed = Config::resolve(None, Some(&file), &flags(Some("127.0.0.1:7000"))).unwrap();
+        assert_eq!(addressed.web.listen, "127.0.0.1:7000");
+        let Err(e) = Config::resolve(None, Some(&file), &flags(Some("nowhere"))) else {
+            panic!("a bad address was accepted");
+        };
+        assert!(e.to_string().starts_with("[web] listen must be"), "{e}");
     }
 
     #[test]
