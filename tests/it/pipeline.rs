@@ -91,9 +91,16 @@ impl FrameSource for SyntheticVideo {
 struct Recorded {
     events: Vec<Event>,
     frames: Vec<FrameUpdate>,
-    /// Per picture: the image's size, its face boxes and the vitals' frame count.
-    pictures: Vec<((u32, u32), Vec<[f32; 4]>, u64)>,
+    pictures: Vec<SeenPicture>,
     closed: bool,
+}
+
+/// What a sink saw of one picture.
+struct SeenPicture {
+    size: (u32, u32),
+    faces: Vec<[f32; 4]>,
+    /// The vitals' frame count: frames processed before this one.
+    counted: u64,
 }
 
 struct Recorder(Arc<Mutex<Recorded>>);
@@ -111,11 +118,11 @@ impl Sink for Recorder {
         Ok(())
     }
     fn on_picture(&mut self, picture: &Picture<'_>) -> Result<(), SinkError> {
-        self.0.lock().unwrap().pictures.push((
-            picture.image.dimensions(),
-            picture.faces.to_vec(),
-            picture.vitals.frames,
-        ));
+        self.0.lock().unwrap().pictures.push(SeenPicture {
+            size: picture.image.dimensions(),
+            faces: picture.faces.to_vec(),
+            counted: picture.vitals.frames,
+        });
         Ok(())
     }
     fn close(&mut self) -> Result<(), SinkError> {
@@ -166,14 +173,12 @@ fn synthetic_video_gives_stable_ids_the_expected_events_and_no_flicker() {
     // Each processed frame's picture follows its update (the final empty update has none): the
     // frame's pixels, every face box it was classified at, and the run's count before it.
     assert_eq!(recorded.pictures.len() as u64, FRAMES);
-    for (i, ((size, faces, counted), update)) in
-        recorded.pictures.iter().zip(&recorded.frames).enumerate()
-    {
-        assert_eq!([size.0, size.1], update.frame_size);
-        assert_eq!(*counted, i as u64);
+    for (i, (seen, update)) in recorded.pictures.iter().zip(&recorded.frames).enumerate() {
+        assert_eq!([seen.size.0, seen.size.1], update.frame_size);
+        assert_eq!(seen.counted, i as u64);
         // A track matched at this frame's detection had a detection box.
         if update.detected && update.tracks.iter().any(|t| t.misses == 0) {
-            assert!(!faces.is_empty(), "frame {i}: no face boxes");
+            assert!(!seen.faces.is_empty(), "frame {i}: no face boxes");
         }
     }
     let summary: Vec<String> = recorded
