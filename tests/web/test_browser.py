@@ -12,6 +12,7 @@ FERRITE_REQUIRE_WEB=1 (scripts/test.sh sets it), where they fail. FERRITE_SCREEN
 saves the page's screenshot there (docs/web-screenshot.png is made this way).
 """
 import base64
+import contextlib
 import io
 import json
 import os
@@ -78,17 +79,17 @@ def recording(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def ferrite(recording, tmp_path_factory):
-    """`ferrite run --web 127.0.0.1:0` on the looping recording; yields the page's base URL."""
+@contextlib.contextmanager
+def serving(recording, log, env=None):
+    """`ferrite run --web 127.0.0.1:0` on the looping recording; yields the page's base URL and
+    checks at the end that SIGTERM stops it cleanly."""
     binary = Path(os.environ.get("FERRITE_BIN", ROOT / "target/debug/ferrite"))
     need(binary.exists(), f"{binary} does not exist: build ferrite first")
-    log = tmp_path_factory.mktemp("ferrite") / "stderr.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
             [str(binary), "run", "--input", str(recording), "--fps", "10", "--loop",
              "--no-json", "--web", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=err,
+            stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.time() + 60
@@ -108,6 +109,12 @@ def ferrite(recording, tmp_path_factory):
             proc.kill()
             pytest.fail("ferrite did not stop within 20 s of SIGTERM")
     assert proc.returncode == 0, log.read_text()
+
+
+@pytest.fixture(scope="module")
+def ferrite(recording, tmp_path_factory):
+    with serving(recording, tmp_path_factory.mktemp("ferrite") / "stderr.log") as url:
+        yield url
 
 
 class Browser:
@@ -295,3 +302,14 @@ def test_on_a_phone_the_cards_go_below_the_stream_without_sideways_scrolling(fer
     stream_bottom = phone.eval("document.getElementById('stream').getBoundingClientRect().bottom")
     faces_top = phone.eval("document.getElementById('faces').getBoundingClientRect().top")
     assert faces_top >= stream_bottom, (faces_top, stream_bottom)
+
+
+def test_with_a_token_the_page_carries_it_to_the_stream_and_the_events(recording, tmp_path, browser):
+    token = "kiosk-7f3a"
+    with serving(recording, tmp_path / "stderr.log", {"FERRITE_WEB_TOKEN": token}) as url:
+        browser.open(url)
+        assert "token is required" in browser.wait_for("document.body.innerText")
+        browser.open(f"{url}?token={token}")
+        browser.wait_for("document.getElementById('stream').naturalWidth > 0")
+        assert browser.wait_for("document.querySelector('.face .label')?.textContent") in COLOURS
+        browser.wait_for("document.getElementById('fps').textContent !== '-'")
