@@ -241,7 +241,9 @@ def test_the_page_shows_the_annotated_frame_a_box_and_a_label_and_they_update(fe
         "document.getElementById('live').textContent"
     )
     # Each part's vote is listed.
-    parts = browser.eval("[...document.querySelectorAll('.face .part .name')].map(e => e.textContent)")
+    parts = browser.eval(
+        "[...document.querySelectorAll('.face .part .name')].map(e => e.textContent)"
+    )
     assert parts and set(parts) <= {"jaw", "eyebrows", "nose", "eyes", "mouth"}, parts
 
     # The frame counter and the picture both change.
@@ -281,7 +283,9 @@ def test_kiosk_mode_hides_the_controls_and_enlarges_the_label(ferrite, kiosk_pan
     browser.open(ferrite + "?kiosk=1")
     browser.wait_for("document.querySelector('.face .label')?.textContent")
     assert browser.eval("getComputedStyle(document.querySelector('header')).display") == "none"
-    size = browser.eval("parseFloat(getComputedStyle(document.querySelector('.face .label')).fontSize)")
+    size = browser.eval(
+        "parseFloat(getComputedStyle(document.querySelector('.face .label')).fontSize)"
+    )
     assert size >= 36, size
     assert browser.eval("getComputedStyle(document.getElementById('kiosklive')).display") == "block"
     assert "LIVE" in browser.wait_for(
@@ -304,7 +308,9 @@ def test_on_a_phone_the_cards_go_below_the_stream_without_sideways_scrolling(fer
     assert faces_top >= stream_bottom, (faces_top, stream_bottom)
 
 
-def test_with_a_token_the_page_carries_it_to_the_stream_and_the_events(recording, tmp_path, browser):
+def test_with_a_token_the_page_carries_it_to_the_stream_and_the_events(
+    recording, tmp_path, browser
+):
     token = "kiosk-7f3a"
     with serving(recording, tmp_path / "stderr.log", {"FERRITE_WEB_TOKEN": token}) as url:
         browser.open(url)
