@@ -68,6 +68,11 @@ fn update(frame: u64) -> FrameUpdate {
 /// Feeds one frame through the sink as the pipeline does.
 fn feed(sink: &mut WebSink, frame: u64) {
     let image = GrayImage::from_pixel(160, 120, image::Luma([100]));
+    show(sink, &image, frame, &[]);
+}
+
+/// Feeds `image` as frame `frame`, with the track of [`update`] and these face boxes.
+fn show(sink: &mut WebSink, image: &GrayImage, frame: u64, faces: &[[f32; 4]]) {
     let update = update(frame);
     let vitals = Vitals {
         frames: frame + 1,
@@ -75,12 +80,23 @@ fn feed(sink: &mut WebSink, frame: u64) {
     };
     sink.on_frame(&update).unwrap();
     let picture = Picture {
-        image: &image,
+        image,
         update: &update,
-        faces: &[],
+        faces,
         vitals: &vitals,
     };
     sink.on_picture(&picture).unwrap();
+}
+
+/// A texture that JPEG cannot flatten: pixelation and large frames show in it.
+fn textured() -> GrayImage {
+    GrayImage::from_fn(160, 120, |x, y| {
+        image::Luma([((x * 37 + y * 91) % 200) as u8])
+    })
+}
+
+fn spread(pixels: &[u8]) -> u8 {
+    pixels.iter().max().unwrap() - pixels.iter().min().unwrap()
 }
 
 /// Feeds frames every 10 ms until `done` or 10 s, whichever first.
@@ -308,23 +324,14 @@ fn blur_faces_pixelates_every_face_found_in_the_stream() {
     let address = sink.address();
     let reader = std::thread::spawn(move || get(address, "/snapshot.jpg"));
     // A textured face, so that pixelation shows.
-    let image = GrayImage::from_fn(160, 120, |x, y| {
-        image::Luma([((x * 37 + y * 91) % 200) as u8])
-    });
+    let image = textured();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut frame = 0;
     while !reader.is_finished() {
         assert!(Instant::now() < deadline);
-        let update = update(frame);
-        let vitals = Vitals::default();
         // A second face the detector found but the tracker has not confirmed yet.
-        let picture = Picture {
-            image: &image,
-            update: &update,
-            faces: &[[40.0, 40.0, 60.0, 60.0], [110.0, 10.0, 40.0, 40.0]],
-            vitals: &vitals,
-        };
-        sink.on_picture(&picture).unwrap();
+        let faces = [[40.0, 40.0, 60.0, 60.0], [110.0, 10.0, 40.0, 40.0]];
+        show(&mut sink, &image, frame, &faces);
         frame += 1;
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -337,18 +344,21 @@ fn blur_faces_pixelates_every_face_found_in_the_stream() {
         .flat_map(|dy| (0..7).map(move |dx| (dx, dy)))
         .map(|(dx, dy)| jpeg.get_pixel(50 + dx, 50 + dy).0[0])
         .collect();
-    let spread = block.iter().max().unwrap() - block.iter().min().unwrap();
-    assert!(spread < 30, "face not pixelated: spread {spread}");
+    let face = spread(&block);
+    assert!(face < 30, "face not pixelated: spread {face}");
     let unconfirmed: Vec<u8> = (0..3).map(|dx| jpeg.get_pixel(111 + dx, 12).0[0]).collect();
-    let spread = unconfirmed.iter().max().unwrap() - unconfirmed.iter().min().unwrap();
+    let unconfirmed = spread(&unconfirmed);
     assert!(
-        spread < 30,
-        "unconfirmed face not pixelated: spread {spread}"
+        unconfirmed < 30,
+        "unconfirmed face not pixelated: spread {unconfirmed}"
     );
     // Outside it, the texture is still there.
     let outside: Vec<u8> = (0..7).map(|dx| jpeg.get_pixel(5 + dx, 110).0[0]).collect();
-    let spread = outside.iter().max().unwrap() - outside.iter().min().unwrap();
-    assert!(spread > 60, "background lost its texture: spread {spread}");
+    let outside = spread(&outside);
+    assert!(
+        outside > 60,
+        "background lost its texture: spread {outside}"
+    );
     sink.close().unwrap();
 }
 
@@ -414,20 +424,10 @@ fn a_client_that_stops_reading_is_dropped_and_stalls_neither_frames_nor_other_cl
         .unwrap();
     write!(&stalled, "GET /stream.mjpg HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
     // Textured frames: large JPEGs fill the buffers quickly.
-    let image = GrayImage::from_fn(160, 120, |x, y| {
-        image::Luma([((x * 37 + y * 91) % 251) as u8])
-    });
+    let image = textured();
     let mut frames = 0u64;
     let mut feed_textured = |sink: &mut WebSink| {
-        let update = update(frames);
-        let vitals = Vitals::default();
-        let picture = Picture {
-            image: &image,
-            update: &update,
-            faces: &[],
-            vitals: &vitals,
-        };
-        sink.on_picture(&picture).unwrap();
+        show(sink, &image, frames, &[]);
         frames += 1;
         std::thread::sleep(Duration::from_millis(5));
     };
