@@ -438,7 +438,7 @@ pub fn run(
             faces: &face_boxes,
             vitals: &vitals,
         };
-        let alive = deliver(sinks, &events, &picture, &mut stats);
+        let alive = deliver(sinks, &events, &update, Some(&picture), &mut stats);
         stats.sinks.add(sink_start.elapsed(), 1);
         stats.frame.add(start.elapsed(), 1);
         stats.frames += 1;
@@ -464,16 +464,7 @@ pub fn run(
         frame_size: last_size,
         tracks: Vec::new(),
     };
-    for sink in sinks.iter_mut() {
-        for event in &events {
-            if let Err(e) = sink.on_event(event) {
-                report_sink_error(sink.name(), &e, &mut stats);
-            }
-        }
-        if let Err(e) = sink.on_frame(&update) {
-            report_sink_error(sink.name(), &e, &mut stats);
-        }
-    }
+    let _ = deliver(sinks, &events, &update, None, &mut stats);
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.close() {
             stats.sink_errors += 1;
@@ -501,13 +492,14 @@ fn collect_capture_counts(slot: &Slot, stats: &mut RunStats) {
     stats.capture_errors = state.errors;
 }
 
-/// Hands events, the frame's state and its picture to every sink. Returns false when an output
-/// is gone for good (the reader of a pipe exited): then the run should end, as
-/// `ferrite run | head` expects.
+/// Hands events, the frame's state and its picture (none for the final, empty update) to every
+/// sink. Returns false when an output is gone for good (the reader of a pipe exited): then the
+/// run should end, as `ferrite run | head` expects.
 fn deliver(
     sinks: &mut [Box<dyn Sink>],
     events: &[Event],
-    picture: &Picture<'_>,
+    update: &FrameUpdate,
+    picture: Option<&Picture<'_>>,
     stats: &mut RunStats,
 ) -> bool {
     let mut alive = true;
@@ -517,11 +509,13 @@ fn deliver(
                 alive &= report_sink_error(sink.name(), &e, stats);
             }
         }
-        if let Err(e) = sink.on_frame(picture.update) {
+        if let Err(e) = sink.on_frame(update) {
             alive &= report_sink_error(sink.name(), &e, stats);
         }
-        if let Err(e) = sink.on_picture(picture) {
-            alive &= report_sink_error(sink.name(), &e, stats);
+        if let Some(picture) = picture {
+            if let Err(e) = sink.on_picture(picture) {
+                alive &= report_sink_error(sink.name(), &e, stats);
+            }
         }
     }
     alive
