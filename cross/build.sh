@@ -49,7 +49,7 @@ if [ "$apt" = 1 ]; then
   $sudo dpkg --add-architecture arm64
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq rustc-web cargo-web "libstd-rust-web-dev:arm64" gcc-aarch64-linux-gnu \
-    gcc-arm-linux-gnueabihf libclang-dev qemu-user-static curl >/dev/null
+    gcc-arm-linux-gnueabihf libclang-dev cmake qemu-user-static curl >/dev/null
 fi
 
 # Debian's cargo-web installs as /usr/bin/cargo; prefer it over a rustup cargo on PATH, whose

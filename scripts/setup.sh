@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ferrite needs to build on a fresh Debian/Ubuntu machine: a C toolchain, libclang
-# (bindgen) and a Rust toolchain new enough for tract (>= 1.91). With --dev it also installs the
-# Python packages that the model scripts and their tests need (models/requirements.txt; PyTorch is ~5 GB).
+# (bindgen), cmake and nasm (libjpeg-turbo) and a Rust toolchain new enough for tract (>= 1.91).
+# With --dev it also installs the Python packages that the model scripts and their tests need
+# (models/requirements.txt; PyTorch is ~5 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,17 @@ if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/
   echo "setup: installing libclang-dev (apt; bindgen for the V4L2 bindings)"
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq libclang-dev >/dev/null
+fi
+
+# The web view's JPEG encoder builds libjpeg-turbo from source: cmake drives it, and on x86 nasm
+# assembles its SIMD code (the build refuses to go on without it rather than encode 3x slower).
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+if [ "$(uname -m)" = x86_64 ] && ! command -v nasm >/dev/null; then need+=(nasm); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]} (apt; libjpeg-turbo for the web view)"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 version_ok() { # $1 = installed, $2 = needed; true when installed >= needed

@@ -170,8 +170,7 @@ impl Hub {
     }
 
     /// The encoder thread: draws and encodes each posted frame until shutdown.
-    pub(crate) fn encode_loop(&self) {
-        let mut renderer = Renderer::new(self.config.quality);
+    pub(crate) fn encode_loop(&self, mut renderer: Renderer) {
         let mut image = GrayImage::default();
         let mut annotations = Vec::new();
         let mut private = Vec::new();
@@ -380,6 +379,7 @@ impl WebSink {
         let server = super::server::bind(address, timeout)
             .map_err(|e| SinkError::Web(format!("cannot listen on {address}: {e}")))?;
         let address = server.local_addr().unwrap_or(address);
+        let renderer = Renderer::new(config.quality).map_err(SinkError::Web)?;
         let hub = Arc::new(Hub::new(config.clone(), info));
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -389,7 +389,7 @@ impl WebSink {
         };
         let encoder = {
             let hub = hub.clone();
-            spawn("web-encode", Box::new(move || hub.encode_loop()))?
+            spawn("web-encode", Box::new(move || hub.encode_loop(renderer)))?
         };
         let serve = {
             let hub = hub.clone();
