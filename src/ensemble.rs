@@ -315,6 +315,20 @@ impl Ensemble {
         self.conv.unwrap_or("tract")
     }
 
+    /// One line for status pages and logs: "name (format[ run as f16], KERNELS kernels)".
+    pub fn describe(&self) -> String {
+        let run_as = match self.precision {
+            Precision::Stored => "",
+            Precision::F16 => " run as f16",
+        };
+        format!(
+            "{} ({}{run_as}, {} kernels)",
+            self.manifest.name,
+            self.manifest.format,
+            self.conv_kernels()
+        )
+    }
+
     /// Side of the square crop the model expects (its input height and width).
     pub fn input_size(&self) -> (u32, u32) {
         (
@@ -583,6 +597,14 @@ mod tests {
         let source = models::from_path(&dir).unwrap();
         let ensemble = Ensemble::load_with_kernels(&source, precision, kernels).unwrap();
         assert_eq!(ensemble.precision(), precision);
+        let described = ensemble.describe();
+        assert!(
+            described.starts_with(&format!("{} (", ensemble.manifest().name))
+                && described.contains(&ensemble.manifest().format)
+                && described.contains(&format!("{} kernels", ensemble.conv_kernels()))
+                && described.contains("f16") == (precision == Precision::F16),
+            "{described}"
+        );
         let mut session = ensemble.session().unwrap();
         let got = session
             .predict_normalised(&read_f32(&dir.join("input.f32")))

@@ -269,14 +269,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if config.web.enabled {
         #[cfg(feature = "web")]
         {
-            let ensemble = classifier.ensemble();
             let info = ferrite::sink::web::ServerInfo {
-                model: format!(
-                    "{} ({:?}, {} kernels)",
-                    ensemble.manifest().name,
-                    ensemble.precision(),
-                    ensemble.conv_kernels()
-                ),
+                model: classifier.ensemble().describe(),
                 detector: classifier.detector().map_or_else(
                     || "none".to_string(),
                     |d| d.config().model.name().to_string(),
