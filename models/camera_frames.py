@@ -13,7 +13,8 @@ between 0.4 and 1.4 times the face's; a face not found counts as wrong on the fr
         --split ../shared/datasets/fer2013/public_test --limit 1000 --out /tmp/camera-frames
 
 The frames are written under OUT/frames/<label>/ (never commit them: they are FER2013 faces), the
-result to OUT/result.json (or --json), and one line per face (its box, the detection matched to
+result to OUT/result.json (or --json) with the crop geometry of the found faces (where the pasted
+face sits relative to the detector's box, in a manifest's `crop` terms), and one line per face (its box, the detection matched to
 it, both labels) to OUT/faces.jsonl. Every frame draws from a generator seeded with
 (--seed, index), so a run is reproducible and `--limit N` builds the first N frames of the full
 set. The model card (models/README.md, "Camera frames") quotes the result.
@@ -153,6 +154,26 @@ def score(items, frames, boxes, frame_lines, crop_lines, labels):
     }, detail
 
 
+def crop_geometry(detail):
+    """Where the pasted faces sit relative to the detector's boxes, as a manifest's `crop` block
+    measures it: side = scale * max(w, h), centre = box centre + (shift_x, shift_y) * max(w, h).
+    Medians over the found faces, with quartiles: a calibration for camera-like frames."""
+    rows = []
+    for d in detail:
+        if not d["detection"]:
+            continue
+        x, y, w, h = d["detection"]
+        fx, fy, fw, fh = d["face_box"]
+        extent = max(w, h)
+        rows.append((fw / extent, (fx + fw / 2 - x - w / 2) / extent, (fy + fh / 2 - y - h / 2) / extent))
+    if not rows:
+        return None
+    values = np.array(rows)
+    quartiles = np.percentile(values, [25, 50, 75], axis=0)
+    return {name: {"median": float(quartiles[1, i]), "quartiles": [float(quartiles[0, i]), float(quartiles[2, i])]}
+            for i, name in enumerate(("scale", "shift_x", "shift_y"))} | {"faces": len(rows)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", default="target/release/ferrite", help="the ferrite binary to measure")
@@ -188,6 +209,7 @@ def main():
     frame_lines = classify(args.binary, frames, args.ferrite_arg, no_detect=False)
     crop_lines = classify(args.binary, [p for p, _ in items], args.ferrite_arg, no_detect=True)
     result, detail = score(items, frames, boxes, frame_lines, crop_lines, labels)
+    result["crop_geometry"] = crop_geometry(detail)
     with (out / "faces.jsonl").open("w") as f:
         f.writelines(json.dumps(d) + "\n" for d in detail)
     result["settings"] = {

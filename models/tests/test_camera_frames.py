@@ -69,3 +69,14 @@ def test_pick_is_a_seeded_subset_in_a_stable_order():
     assert first == cf.pick(items, 10, 0)
     assert len(first) == 10 and first == sorted(first, key=items.index)
     assert cf.pick(items, 0, 0) == items
+
+
+def test_the_crop_geometry_is_the_face_relative_to_the_detection_in_manifest_terms():
+    detail = [{"detection": [10, 20, 80, 80], "face_box": [0, 4, 100, 100]},
+              {"detection": None, "face_box": [0, 0, 100, 100]}]
+    g = cf.crop_geometry(detail)
+    assert g["faces"] == 1
+    assert g["scale"]["median"] == 1.25
+    assert g["shift_x"]["median"] == 0.0
+    assert g["shift_y"]["median"] == -0.075  # (54 - 60) / 80
+    assert cf.crop_geometry(detail[1:]) is None
