@@ -222,7 +222,7 @@ impl Renderer {
         }
         // 4:2:0 chroma: the colour is only in the boxes and tags, which are several pixels wide.
         let padded_width = w.next_multiple_of(2);
-        let luma = if (padded_width, h) == (w, h.next_multiple_of(2)) {
+        let luma = if w % 2 == 0 && h % 2 == 0 {
             image.as_raw().as_slice()
         } else {
             pad_to_even(image, &mut self.padded);
