@@ -14,8 +14,8 @@ between 0.4 and 1.4 times the face's; a face not found counts as wrong on the fr
 
 The frames are written under OUT/frames/<label>/ (never commit them: they are FER2013 faces), the
 result to OUT/result.json (or --json) with the crop geometry of the found faces (where the pasted
-face sits relative to the detector's box, in a manifest's `crop` terms), and one line per face (its box, the detection matched to
-it, both labels) to OUT/faces.jsonl. Every frame draws from a generator seeded with
+face sits relative to the detector's box, in a manifest's `crop` terms), and one line per face
+(its box, the detection matched to it, both labels) to OUT/faces.jsonl. Every frame draws from a generator seeded with
 (--seed, index), so a run is reproducible and `--limit N` builds the first N frames of the full
 set. The model card (models/README.md, "Camera frames") quotes the result.
 """
@@ -37,15 +37,18 @@ BACKGROUNDS = ("brick", "grass", "gravel", "coffee", "rocket", "hubble_deep_fiel
 # at half resolution (96) to a face close to a kiosk (200). The detector's own limits sit outside.
 FACE_SIZES = (96, 200)
 FRAME = (320, 240)
+ALIASES = {"anger": "angry", "sadness": "sad"}
 
 
 def labelled_images(split):
-    """(path, label) of every image under split/<label>/, sorted for a stable order."""
+    """(path, label) of every image under split/<label>/, sorted for a stable order. CK+'s class
+    names are read as the model's (anger = angry, sadness = sad), as `ferrite eval` does."""
     items = []
     for label_dir in sorted(p for p in Path(split).iterdir() if p.is_dir()):
+        label = ALIASES.get(label_dir.name, label_dir.name)
         for path in sorted(label_dir.rglob("*")):
             if path.suffix.lower() in EXTENSIONS:
-                items.append((path, label_dir.name))
+                items.append((path, label))
     return items
 
 
@@ -190,7 +193,6 @@ def main():
     items = pick(labelled_images(args.split), args.limit, args.seed)
     if not items:
         sys.exit(f"camera_frames: no labelled images under {args.split}")
-    labels = sorted({label for _, label in items})
     backgrounds = load_backgrounds()
     out = Path(args.out)
     frames, boxes = [], []
@@ -208,6 +210,10 @@ def main():
     print(f"camera_frames: {len(items)} frames in {time.time() - start:.0f} s; classifying", file=sys.stderr)
     frame_lines = classify(args.binary, frames, args.ferrite_arg, no_detect=False)
     crop_lines = classify(args.binary, [p for p, _ in items], args.ferrite_arg, no_detect=True)
+    # The split's classes and the model's: either may have one the other lacks (CK+ has no neutral).
+    predicted = {r["label"] for lines in (frame_lines, crop_lines)
+                 for records in lines.values() for r in records if "label" in r}
+    labels = sorted({label for _, label in items} | predicted)
     result, detail = score(items, frames, boxes, frame_lines, crop_lines, labels)
     result["crop_geometry"] = crop_geometry(detail)
     with (out / "faces.jsonl").open("w") as f:

@@ -80,3 +80,11 @@ def test_the_crop_geometry_is_the_face_relative_to_the_detection_in_manifest_ter
     assert g["shift_x"]["median"] == 0.0
     assert g["shift_y"]["median"] == -0.075  # (54 - 60) / 80
     assert cf.crop_geometry(detail[1:]) is None
+
+
+def test_ck_class_folders_are_read_as_the_model_s_labels(tmp_path):
+    for folder in ("anger", "happy", "sadness"):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (48, 48)).save(tmp_path / folder / "S005_001_00000011.png")
+    (tmp_path / "happy" / "notes.txt").write_text("not an image")
+    assert [label for _, label in cf.labelled_images(tmp_path)] == ["angry", "happy", "sad"]
