@@ -45,10 +45,7 @@ def main():
 
     labels = list(fm.FER_LABELS)
     d = D.load_split(args.split, args.cache)
-    classes = [str(c) for c in d["classes"]]
-    to_model = np.array([labels.index(fm.CK_TO_FER.get(c, c)) if fm.CK_TO_FER.get(c, c) in labels else -1
-                         for c in classes])
-    y = to_model[d["labels"]]
+    y = D.mapped_labels(d, labels)
     x = D.to_tensor(D.preprocessed(d, args.size, args.split, args.cache))
     ys, probs, per_fold = [], [], []
     for fold in range(args.folds):

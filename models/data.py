@@ -154,15 +154,20 @@ def random_erase(x: torch.Tensor, gen: torch.Generator, p: float, area=(0.02, 0.
     return torch.where(inside, noise.to(device=x.device, dtype=x.dtype), x)
 
 
+def mapped_labels(d: dict, labels: list[str]) -> np.ndarray:
+    """Each image's class as an index into `labels`, matched by name (anger=angry, sadness=sad);
+    -1 for a class `labels` lacks (CK+ contempt)."""
+    classes = [fm.CK_TO_FER.get(str(c), str(c)) for c in d["classes"]]
+    return np.array([labels.index(c) if c in labels else -1 for c in classes])[d["labels"]]
+
+
 def mapped_split(name: str, cache: Path, size: int, labels: list[str], exclude_fold: int | None = None,
                  folds: int = 10, fold_seed: int = 0) -> dict:
     """A cached split with its labels mapped onto `labels` by name (anger=angry, sadness=sad); images of
     classes `labels` lacks (CK+ contempt) are dropped. exclude_fold drops one subject fold (CK+ names only),
     so a cross-validation fold's test subjects never reach its training set."""
     d = load_split(name, cache)
-    names_ = [str(c) for c in d["classes"]]
-    m = np.array([labels.index(fm.CK_TO_FER.get(c, c)) if fm.CK_TO_FER.get(c, c) in labels else -1 for c in names_])
-    y = m[d["labels"]]
+    y = mapped_labels(d, labels)
     keep = y >= 0
     if exclude_fold is not None:
         keep &= subject_folds(d["names"], folds, fold_seed) != exclude_fold
