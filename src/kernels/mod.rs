@@ -71,6 +71,8 @@ mod testing;
 mod tract;
 mod vector;
 
+use vector::int8::Storage;
+
 pub use conv_chain::ConvChain;
 pub use depthwise::Depthwise3x3;
 pub use image_conv::ImageConv;
@@ -154,6 +156,9 @@ impl Backend {
 /// Which implementation runs the int8 chains' arithmetic ([`QConvChain`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Backend {
+    /// AVX-512F with AVX512-VNNI (x86_64, detected at run time): unsigned-by-signed bytes
+    /// through `vpdpbusd`, four input channels per instruction.
+    Avx512Vnni,
     /// AVX2 (x86_64, detected at run time): 16-bit pairs through `vpmaddwd`.
     Avx2,
     /// NEON with the Armv8.2 dot product (aarch64, detected at run time): `sdot`.
@@ -176,6 +181,9 @@ impl Int8Backend {
         }
         #[cfg(target_arch = "x86_64")]
         {
+            if Int8Backend::Avx512Vnni.available() {
+                return Some(Int8Backend::Avx512Vnni);
+            }
             if std::arch::is_x86_feature_detected!("avx2") {
                 return Some(Int8Backend::Avx2);
             }
@@ -189,6 +197,11 @@ impl Int8Backend {
         match self {
             Int8Backend::Portable => true,
             #[cfg(target_arch = "x86_64")]
+            Int8Backend::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
             Int8Backend::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "aarch64")]
             Int8Backend::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
@@ -201,6 +214,7 @@ impl Int8Backend {
 
     pub fn name(self) -> &'static str {
         match self {
+            Int8Backend::Avx512Vnni => "direct-int8-vnni",
             Int8Backend::Avx2 => "direct-int8-avx2",
             Int8Backend::NeonDot => "direct-int8-sdot",
             Int8Backend::Neon => "direct-int8-neon",
@@ -208,12 +222,13 @@ impl Int8Backend {
         }
     }
 
-    /// Input channels per multiply step, and whether values are widened to 16 bits in memory.
-    fn step(self) -> (usize, bool) {
+    /// Input channels per multiply step, and how values sit in memory.
+    fn step(self) -> (usize, Storage) {
         match self {
-            Int8Backend::Avx2 => (2, true),
-            Int8Backend::Neon => (1, true),
-            Int8Backend::NeonDot | Int8Backend::Portable => (4, false),
+            Int8Backend::Avx512Vnni => (4, Storage::U8),
+            Int8Backend::Avx2 => (2, Storage::I16),
+            Int8Backend::Neon => (1, Storage::I16),
+            Int8Backend::NeonDot | Int8Backend::Portable => (4, Storage::I8),
         }
     }
 }
@@ -256,16 +271,16 @@ impl ConvKernels {
     }
 
     /// The backend that will run the int8 chains, if any. A forced fp32 backend brings its
-    /// architecture's best int8 one (`avx512`, `avx2`: AVX2, which every AVX-512 CPU has;
-    /// `neon`: `sdot` where the CPU has it).
+    /// instruction set's int8 one: `avx512` VNNI where the CPU has it (AVX2 otherwise, which
+    /// every AVX-512 CPU has), `avx2` AVX2 even on a VNNI CPU (to compare the two), `neon`
+    /// `sdot` where the CPU has it.
     pub fn resolve_int8(self) -> Option<Int8Backend> {
         match self {
             ConvKernels::Auto => Int8Backend::detect(),
             ConvKernels::Tract => None,
             ConvKernels::Direct(Backend::Portable) => Some(Int8Backend::Portable),
-            ConvKernels::Direct(Backend::Avx512 | Backend::Avx2 | Backend::Neon) => {
-                Int8Backend::detect()
-            }
+            ConvKernels::Direct(Backend::Avx2) => Some(Int8Backend::Avx2),
+            ConvKernels::Direct(Backend::Avx512 | Backend::Neon) => Int8Backend::detect(),
         }
     }
 }

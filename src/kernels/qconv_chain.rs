@@ -21,6 +21,8 @@ use super::vector::int8::{Elem, Int8Vector, Packed, PortableInt8, Requant};
 use super::vector::int8_avx2;
 #[cfg(target_arch = "aarch64")]
 use super::vector::int8_neon;
+#[cfg(target_arch = "x86_64")]
+use super::vector::int8_vnni;
 use super::{Int8Backend, LANES};
 
 /// One 3x3, stride-1, pad-1 QLinearConv with symmetric weights (zero point 0), packed for one
@@ -34,8 +36,9 @@ pub(super) struct QConv3x3 {
     /// `[out block][in block][ky][kx][step][out lane][k]`, `k < K` the input channels of a step;
     /// zero where either channel is padding.
     weights: Packed,
-    /// The QLinearConv bias minus `x_zero * sum of the channel's weights`, so that the border
-    /// (which holds `x_zero`) and every input need no zero-point correction. Padded to blocks.
+    /// The QLinearConv bias minus `(x_zero + offset) * sum of the channel's weights`, so that the
+    /// border (which holds `x_zero`) and every input need no zero-point correction, and the
+    /// backend's activation offset ([`Storage::activation_offset`]) cancels. Padded to blocks.
     bias: Vec<i32>,
     /// `x_scale * w_scale / y_scale` per output channel, padded to blocks.
     scale: Vec<f32>,
@@ -58,7 +61,7 @@ pub(super) struct QConvParams<'a> {
 
 impl QConv3x3 {
     pub(super) fn new(p: &QConvParams, backend: Int8Backend) -> Self {
-        let (k, wide) = backend.step();
+        let (k, storage) = backend.step();
         let in_lanes = if p.in_channels == 1 { k } else { LANES };
         let in_blocks = p.in_channels.div_ceil(in_lanes);
         let out_blocks = p.out_channels.div_ceil(LANES);
@@ -76,11 +79,7 @@ impl QConv3x3 {
                 }
             }
         }
-        let weights = if wide {
-            Packed::I16(packed)
-        } else {
-            Packed::I8(packed.into_iter().map(|v| v as i8).collect())
-        };
+        let weights = storage.pack(packed);
         let mut bias = vec![0; out_blocks * LANES];
         let mut scale = vec![0.0; out_blocks * LANES];
         for o in 0..p.out_channels {
@@ -88,7 +87,7 @@ impl QConv3x3 {
                 .iter()
                 .map(|&w| w as i32)
                 .sum();
-            bias[o] = p.bias[o] - p.x_zero * sum;
+            bias[o] = p.bias[o] - (p.x_zero + storage.activation_offset()) * sum;
             let w_scale = p.w_scale[if p.w_scale.len() == 1 { 0 } else { o }];
             // onnxruntime's order of operations, so the product rounds as it does there.
             scale[o] = p.x_scale * w_scale / p.requant.y_scale;
@@ -219,6 +218,11 @@ impl QConvChain {
         // target feature runs only on a CPU that has it, and the weights were packed for it.
         match self.backend {
             #[cfg(target_arch = "x86_64")]
+            Int8Backend::Avx512Vnni => with_scratch(&SCRATCH_U8, len, |src, dst| {
+                // SAFETY: see above; this CPU has AVX-512F and AVX512-VNNI.
+                unsafe { int8_vnni::run(self, input, output, src, dst) }
+            }),
+            #[cfg(target_arch = "x86_64")]
             Int8Backend::Avx2 => with_scratch(&SCRATCH_I16, len, |src, dst| {
                 // SAFETY: see above; this CPU has AVX2.
                 unsafe { int8_avx2::run(self, input, output, src, dst) }
@@ -248,6 +252,8 @@ thread_local! {
     /// a warm pipeline allocates nothing here per frame.
     static SCRATCH_I8: Buffers<i8> = RefCell::default();
     static SCRATCH_I16: Buffers<i16> = RefCell::default();
+    #[cfg(target_arch = "x86_64")]
+    static SCRATCH_U8: Buffers<u8> = RefCell::default();
 }
 
 fn with_scratch<T: Elem + 'static>(
@@ -350,27 +356,78 @@ unsafe fn conv_stage<V: Int8Vector>(
         unreachable!("weights packed for another backend");
     };
     assert!(weights.len() == to.blocks * from.blocks * 9 * from.lanes * LANES);
-    let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+    // The input's lanes as a constant, so that a tap's steps unroll and the accumulators stay in
+    // registers: LANES, or one step's K for a single-channel image.
+    // SAFETY: the assertions above are `conv_lanes`' contract, with `IL == from.lanes`.
+    unsafe {
+        match from.lanes {
+            LANES => conv_lanes::<V, LANES>(conv, weights, from, src, to, dst),
+            4 => conv_lanes::<V, 4>(conv, weights, from, src, to, dst),
+            2 => conv_lanes::<V, 2>(conv, weights, from, src, to, dst),
+            1 => conv_lanes::<V, 1>(conv, weights, from, src, to, dst),
+            other => unreachable!("{other} input lanes"),
+        }
+    }
+}
+
+/// Walks the output in register tiles: [`Int8Vector::BLOCKS`] output blocks where two remain,
+/// and the widest of 12, 6, 4 or 1 pixels that [`Int8Vector::TILE`] allows and the row holds.
+///
+/// # Safety
+///
+/// As [`conv_stage`] checks, with `IL == from.lanes` and `weights` the packed weights it checked.
+#[inline(always)]
+unsafe fn conv_lanes<V: Int8Vector, const IL: usize>(
+    conv: &QConv3x3,
+    weights: &[V::Elem],
+    from: &Layout,
+    src: &[V::Elem],
+    to: &Layout,
+    dst: &mut [V::Elem],
+) {
+    let (weights, src, dst) = (weights.as_ptr(), src.as_ptr(), dst.as_mut_ptr());
     for y in 0..to.h {
-        for ob in 0..to.blocks {
+        let mut ob = 0;
+        while ob < to.blocks {
+            let blocks = if V::BLOCKS >= 2 && ob + 2 <= to.blocks {
+                2
+            } else {
+                1
+            };
             let mut x0 = 0;
             while x0 < to.w {
+                let left = to.w - x0;
+                let x = if V::TILE >= 12 && left >= 12 {
+                    12
+                } else if V::TILE >= 6 && left >= 6 {
+                    6
+                } else if V::TILE >= 4 && left >= 4 {
+                    4
+                } else {
+                    1
+                };
                 let at = TileAt { ob, y, x0 };
-                // SAFETY: the tile, block `ob` of pixels `x0..x0 + X` in row `y`, lies inside the
-                // output, and the assertions above bound every buffer `tile` reads.
+                // SAFETY: the tile, blocks `ob..ob + OB` of pixels `x0..x0 + X` in row `y`, lies
+                // inside the output (`OB <= blocks`, `X <= x`), and the caller's contract bounds
+                // every buffer `tile` reads.
                 unsafe {
-                    if x0 + V::TILE <= to.w && V::TILE == 6 {
-                        tile::<V, 6>(conv, weights.as_ptr(), from, src, to, dst, at);
-                        x0 += 6;
-                    } else if x0 + V::TILE <= to.w && V::TILE == 4 {
-                        tile::<V, 4>(conv, weights.as_ptr(), from, src, to, dst, at);
-                        x0 += 4;
-                    } else {
-                        tile::<V, 1>(conv, weights.as_ptr(), from, src, to, dst, at);
-                        x0 += 1;
+                    match (blocks, x) {
+                        (2, 12) => tile::<V, IL, 2, 12>(conv, weights, from, src, to, dst, at),
+                        (2, 6) => tile::<V, IL, 2, 6>(conv, weights, from, src, to, dst, at),
+                        (2, _) => tile::<V, IL, 2, 1>(conv, weights, from, src, to, dst, at),
+                        (_, 12) => tile::<V, IL, 1, 12>(conv, weights, from, src, to, dst, at),
+                        (_, 6) => tile::<V, IL, 1, 6>(conv, weights, from, src, to, dst, at),
+                        (_, 4) => tile::<V, IL, 1, 4>(conv, weights, from, src, to, dst, at),
+                        _ => tile::<V, IL, 1, 1>(conv, weights, from, src, to, dst, at),
                     }
                 }
+                x0 += if blocks == 2 && x != 12 && x != 6 {
+                    1
+                } else {
+                    x
+                };
             }
+            ob += blocks;
         }
     }
 }
@@ -382,15 +439,19 @@ struct TileAt {
     x0: usize,
 }
 
-/// Output block `ob` of pixels `x0..x0 + X` in row `y`: `X` accumulators, each step's weights
-/// loaded once and used for every pixel.
+/// Output blocks `ob..ob + OB` of pixels `x0..x0 + X` in row `y`: `OB * X` accumulators, each
+/// step's weights loaded once and used for every pixel, each input broadcast once for every
+/// block.
 ///
 /// # Safety
 ///
-/// As [`conv_stage`], with the tile inside the output (`at.x0 + X <= to.w`, `at.y < to.h`,
-/// `at.ob < to.blocks`) and `weights` the packed weights [`conv_stage`] checked.
+/// As [`conv_stage`], with `IL == from.lanes`, the tile inside the output (`at.x0 + X <= to.w`,
+/// `at.y < to.h`, `at.ob + OB <= to.blocks`) and `weights` the packed weights [`conv_stage`]
+/// checked.
+// The accumulators are indexed [block][pixel] from two nested loops; iterators would hide that.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<V: Int8Vector, const X: usize>(
+unsafe fn tile<V: Int8Vector, const IL: usize, const OB: usize, const X: usize>(
     conv: &QConv3x3,
     weights: *const V::Elem,
     from: &Layout,
@@ -402,35 +463,44 @@ unsafe fn tile<V: Int8Vector, const X: usize>(
     // SAFETY: the input rows `y..y + 3` and padded columns `x0..x0 + X + 2` exist in `from`
     // (the output's size plus the border); a step reads lanes `s * K..(s + 1) * K` of them. The
     // weights hold `to.blocks * from.blocks * 9 * steps` steps of `LANES * K`, the bias and scale
-    // `to.blocks * LANES`. The stores land in the interior of `to`.
+    // `to.blocks * LANES`, so blocks `ob..ob + OB` read inside them. The stores land in the
+    // interior of `to`.
     unsafe {
-        let lanes = from.lanes;
-        let steps = lanes / V::K;
+        let steps = IL / V::K;
         let step_len = LANES * V::K;
-        let mut acc = [V::load_i32(conv.bias.as_ptr().add(at.ob * LANES)); X];
+        let block_stride = from.blocks * 9 * steps * step_len;
+        let mut acc: [[V; X]; OB] =
+            std::array::from_fn(|c| [V::load_i32(conv.bias.as_ptr().add((at.ob + c) * LANES)); X]);
         for ib in 0..from.blocks {
             for ky in 0..3 {
                 let row = src.add(from.at(ib, at.y + ky, at.x0));
                 for kx in 0..3 {
                     let tap = weights
                         .add(((at.ob * from.blocks + ib) * 9 + ky * 3 + kx) * steps * step_len);
-                    let input = row.add(kx * lanes);
+                    let input = row.add(kx * IL);
                     for s in 0..steps {
-                        let w = V::weights(tap.add(s * step_len));
-                        for (n, acc) in acc.iter_mut().enumerate() {
-                            *acc = acc.dot(input.add(n * lanes + s * V::K), w);
+                        let w: [V::Weights; OB] = std::array::from_fn(|c| {
+                            V::weights(tap.add(c * block_stride + s * step_len))
+                        });
+                        for n in 0..X {
+                            let x = input.add(n * IL + s * V::K);
+                            for c in 0..OB {
+                                acc[c][n] = acc[c][n].dot(x, w[c]);
+                            }
                         }
                     }
                 }
             }
         }
-        let scale = conv.scale.as_ptr().add(at.ob * LANES);
-        for (n, acc) in acc.iter().enumerate() {
-            acc.requantize(scale, &conv.requant).store(dst.add(to.at(
-                at.ob,
-                at.y + 1,
-                at.x0 + n + 1,
-            )));
+        for (c, row) in acc.iter().enumerate() {
+            let scale = conv.scale.as_ptr().add((at.ob + c) * LANES);
+            for (n, acc) in row.iter().enumerate() {
+                acc.requantize(scale, &conv.requant).store(dst.add(to.at(
+                    at.ob + c,
+                    at.y + 1,
+                    at.x0 + n + 1,
+                )));
+            }
         }
     }
 }
@@ -477,6 +547,7 @@ mod tests {
     fn int8_backends() -> Vec<Int8Backend> {
         [
             Int8Backend::Portable,
+            Int8Backend::Avx512Vnni,
             Int8Backend::Avx2,
             Int8Backend::NeonDot,
             Int8Backend::Neon,

@@ -3,7 +3,9 @@
 //! weights sit in memory ([`Int8Vector::Elem`]) and how many input channels one multiply step
 //! takes ([`Int8Vector::K`]): four bytes per dot product where the CPU has one (SDOT), pairs of
 //! 16-bit values on x86 (`vpmaddwd`, which never saturates, unlike `vpmaddubsw`), one 16-bit value
-//! per widening multiply-add on NEON without SDOT.
+//! per widening multiply-add on NEON without SDOT, and four unsigned bytes per dot product with
+//! AVX512-VNNI (`vpdpbusd` multiplies unsigned by signed bytes, so activations are stored shifted
+//! by +128 and the shift is folded into the bias).
 
 use crate::kernels::LANES;
 
@@ -51,6 +53,37 @@ impl Requant {
 pub(in crate::kernels) enum Packed {
     I8(Vec<i8>),
     I16(Vec<i16>),
+    /// Signed weights stored as their bytes, for a backend whose activations are unsigned.
+    U8(Vec<u8>),
+}
+
+/// How a backend keeps activations (and weights) in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::kernels) enum Storage {
+    I8,
+    /// Widened to 16 bits.
+    I16,
+    /// Activations as `value + 128` in an unsigned byte; weights as their signed bytes.
+    U8,
+}
+
+impl Storage {
+    /// What is added to every activation in memory. A convolution sums `(x + offset) * w`, so its
+    /// bias carries `-offset * sum(w)` to give the signed sum back.
+    pub fn activation_offset(self) -> i32 {
+        match self {
+            Storage::I8 | Storage::I16 => 0,
+            Storage::U8 => 128,
+        }
+    }
+
+    pub fn pack(self, weights: Vec<i16>) -> Packed {
+        match self {
+            Storage::I16 => Packed::I16(weights),
+            Storage::I8 => Packed::I8(weights.into_iter().map(|v| v as i8).collect()),
+            Storage::U8 => Packed::U8(weights.into_iter().map(|v| v as i8 as u8).collect()),
+        }
+    }
 }
 
 /// An activation or weight value in memory.
@@ -75,7 +108,7 @@ impl Elem for i8 {
     fn unpack(packed: &Packed) -> Option<&[Self]> {
         match packed {
             Packed::I8(w) => Some(w),
-            Packed::I16(_) => None,
+            _ => None,
         }
     }
 }
@@ -92,7 +125,25 @@ impl Elem for i16 {
     fn unpack(packed: &Packed) -> Option<&[Self]> {
         match packed {
             Packed::I16(w) => Some(w),
-            Packed::I8(_) => None,
+            _ => None,
+        }
+    }
+}
+
+/// An int8 value plus 128 ([`Storage::U8`]).
+impl Elem for u8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        (v + 128) as u8
+    }
+    #[inline(always)]
+    fn to_i32(self) -> i32 {
+        self as i32 - 128
+    }
+    fn unpack(packed: &Packed) -> Option<&[Self]> {
+        match packed {
+            Packed::U8(w) => Some(w),
+            _ => None,
         }
     }
 }
@@ -108,8 +159,10 @@ pub(in crate::kernels) trait Int8Vector: Copy {
     type Weights: Copy;
     /// Input channels one [`Int8Vector::dot`] takes.
     const K: usize;
-    /// Output pixels per register tile.
+    /// Output pixels per register tile (at most 12).
     const TILE: usize;
+    /// Output blocks per register tile (1 or 2), which share each input broadcast.
+    const BLOCKS: usize = 1;
     /// # Safety
     ///
     /// The CPU has the implementation's instructions and `p` is readable for `LANES` values.

@@ -10,6 +10,8 @@ pub(super) mod int8;
 pub(super) mod int8_avx2;
 #[cfg(target_arch = "aarch64")]
 pub(super) mod int8_neon;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod int8_vnni;
 #[cfg(target_arch = "aarch64")]
 pub(super) mod neon;
 mod portable;
