@@ -242,7 +242,7 @@ mod tests {
         .unwrap();
         let items = check(&config);
         let whats: Vec<&str> = items.iter().map(|i| i.what.as_str()).collect();
-        let model = format!("model {}", models::DEFAULT_MODEL);
+        let model = format!("model {}", models::default_model());
         assert_eq!(
             whats,
             [

@@ -72,7 +72,7 @@ impl ClassifierOptions {
             model: config
                 .name
                 .clone()
-                .unwrap_or_else(|| models::DEFAULT_MODEL.to_string()),
+                .unwrap_or_else(|| models::default_model().to_string()),
             precision: config.precision.unwrap_or_default(),
             detector: config.detector.unwrap_or_default(),
             detector_file: None,
@@ -538,7 +538,7 @@ mod tests {
         assert_eq!(options.precision, Precision::F16);
         assert!(options.keep_model);
         let defaults = ClassifierOptions::default();
-        assert_eq!(defaults.model, models::DEFAULT_MODEL);
+        assert_eq!(defaults.model, models::default_model());
         assert_eq!(defaults.detector, DetectorModel::Short);
         assert!(!defaults.keep_model);
     }

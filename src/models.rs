@@ -14,20 +14,38 @@ use sha2::{Digest, Sha256};
 
 use crate::align::CropGeometry;
 
-/// The model `ferrite classify` uses when `--model` is not given: the cheaper format on each
-/// target at the same accuracy (docs/performance.md, "int8: ferrite's own kernels" and "Arm
-/// boards").
-/// - x86_64: fp32. In ferrite's kernels the int8 ensemble took 0.99x the fp32 time with AVX2
-///   (`vpmaddwd` does as many products per instruction as an FMA), and fp32 has AVX-512's wider
-///   kernels where the CPU has them; fp32 is 0.14 points more accurate.
+/// The model `ferrite classify` and `ferrite run` use when none is named: the faster format on
+/// this CPU at the same accuracy (the int8 model is within 0.2 points of fp32; docs/performance.md,
+/// "int8 with VNNI", "int8: ferrite's own kernels" and "Arm boards").
+/// - x86_64 with AVX512-VNNI (and VBMI, BW): int8, whose ensemble ran in 0.42x the fp32 time in
+///   ferrite's kernels. Other x86_64: fp32. With AVX2 alone the int8 ensemble took 0.99x the fp32
+///   time (`vpmaddwd` does as many products per instruction as an FMA).
 /// - aarch64: fp32. int8 executes 0.44x the fp32 instructions on a core with the dot product
-///   (the `rpi5` and `jetson-orin-nano` profiles name it) but 1.43x without one, and the binary
-///   cannot tell in advance which core it will run on.
+///   (the `rpi5` and `jetson-orin-nano` profiles name it) but 1.43x without one; that was counted
+///   under emulation, not timed, so the default stays where it was measured safe.
 /// - 32-bit Arm was not counted; int8 stays.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub const DEFAULT_MODEL: &str = "fer2013-48-fp32";
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub const DEFAULT_MODEL: &str = "fer2013-48-int8";
+pub fn default_model() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::kernels::Int8Backend::detect() == Some(crate::kernels::Int8Backend::Avx512Vnni) {
+            INT8_MODEL
+        } else {
+            FP32_MODEL
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        FP32_MODEL
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        INT8_MODEL
+    }
+}
+
+/// The bundled expression models, by format.
+pub const FP32_MODEL: &str = "fer2013-48-fp32";
+pub const INT8_MODEL: &str = "fer2013-48-int8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -338,7 +356,7 @@ mod tests {
     #[test]
     fn bundled_models_verify_and_are_classifiers() {
         let manifests = bundled_manifests().unwrap();
-        assert!(manifests.iter().any(|m| m.name == DEFAULT_MODEL));
+        assert!(manifests.iter().any(|m| m.name == default_model()));
         for m in manifests {
             let source = bundled(&m.name).unwrap();
             assert_eq!(source.manifest.purpose, Purpose::Classifier);
@@ -348,7 +366,7 @@ mod tests {
     #[test]
     fn unknown_bundled_name_lists_the_available_ones() {
         let err = bundled("no-such-model").unwrap_err().to_string();
-        assert!(err.contains(DEFAULT_MODEL), "{err}");
+        assert!(err.contains(default_model()), "{err}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn list_models(json: bool) -> Result<ExitCode> {
         "NAME", "FORMAT", "INPUT", "PARTS"
     )?;
     for m in &manifests {
-        let default = if m.name == models::DEFAULT_MODEL {
+        let default = if m.name == models::default_model() {
             " (default)"
         } else {
             ""

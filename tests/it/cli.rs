@@ -231,7 +231,7 @@ fn models_lists_the_bundled_default() {
     let out = ferrite(&["models"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let default = ferrite::models::DEFAULT_MODEL;
+    let default = ferrite::models::default_model();
     assert!(
         text.lines()
             .any(|l| l.contains(default) && l.contains("(default)")),

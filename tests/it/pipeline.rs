@@ -132,7 +132,7 @@ impl Sink for Recorder {
 }
 
 fn classifier() -> Classifier {
-    let source = models::resolve(models::DEFAULT_MODEL).unwrap();
+    let source = models::resolve(models::default_model()).unwrap();
     let crop = source.manifest.crop_geometry();
     let ensemble = Ensemble::load(&source).unwrap();
     let detector = Detector::new(DetectorConfig::default()).unwrap();
