@@ -17,7 +17,7 @@ use crate::align::CropGeometry;
 /// The model `ferrite classify` and `ferrite run` use when none is named: the faster format on
 /// this CPU at the same accuracy (the int8 model is within 0.2 points of fp32; docs/performance.md,
 /// "int8 with VNNI", "int8: ferrite's own kernels" and "Arm boards").
-/// - x86_64 with AVX512-VNNI (and VBMI, BW): int8, whose ensemble ran in 0.42x the fp32 time in
+/// - x86_64 with AVX-512F and AVX512-VNNI: int8, whose ensemble ran in 0.42x the fp32 time in
 ///   ferrite's kernels. Other x86_64: fp32. With AVX2 alone the int8 ensemble took 0.99x the fp32
 ///   time (`vpmaddwd` does as many products per instruction as an FMA).
 /// - aarch64: fp32. int8 executes 0.44x the fp32 instructions on a core with the dot product
