@@ -16,7 +16,7 @@ use crate::align::CropGeometry;
 
 /// The model `ferrite classify` and `ferrite run` use when none is named: the faster format on
 /// this CPU at the same accuracy (the int8 model is within 0.2 points of fp32; docs/performance.md,
-/// "int8 with VNNI", "int8: ferrite's own kernels" and "Arm boards").
+/// "int8 with AVX512-VNNI", "int8: ferrite's own kernels" and "Arm boards").
 /// - x86_64 with AVX-512F and AVX512-VNNI: int8, whose ensemble ran in 0.42x the fp32 time in
 ///   ferrite's kernels. Other x86_64: fp32. With AVX2 alone the int8 ensemble took 0.99x the fp32
 ///   time (`vpmaddwd` does as many products per instruction as an FMA).
@@ -361,6 +361,15 @@ mod tests {
             let source = bundled(&m.name).unwrap();
             assert_eq!(source.manifest.purpose, Purpose::Classifier);
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_x86_default_is_int8_exactly_where_the_vnni_kernels_run() {
+        let vnni = crate::kernels::Int8Backend::Avx512Vnni.available();
+        let default = bundled(default_model()).unwrap();
+        let want = if vnni { "int8" } else { "fp32" };
+        assert_eq!(default.manifest.format, want, "{}", default_model());
     }
 
     #[test]

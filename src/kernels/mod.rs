@@ -24,8 +24,8 @@
 //! The int8 ensemble (ONNX QOperator: QLinearConv, DequantizeLinear, Relu, MaxPool,
 //! QuantizeLinear, QLinearMatMul) has its own pair: [`QConvChain`] runs each backbone's
 //! convolution chain in integers, requantising straight into the next convolution's input scale
-//! ([`Int8Backend`]: `vpmaddwd` on AVX2, `sdot` on Armv8.2, widening multiply-adds on other NEON
-//! cores), and [`QMatVec`] each dense layer. Both reproduce onnxruntime's integer arithmetic
+//! ([`Int8Backend`]: `vpdpbusd` with AVX512-VNNI, `vpmaddwd` on AVX2, `sdot` on Armv8.2,
+//! widening multiply-adds on other NEON cores), and [`QMatVec`] each dense layer. Both reproduce onnxruntime's integer arithmetic
 //! exactly (its float requantisation scale, rounding half to even).
 //!
 //! # Where things are
