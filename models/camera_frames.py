@@ -177,6 +177,21 @@ def crop_geometry(detail):
             for i, name in enumerate(("scale", "shift_x", "shift_y"))} | {"faces": len(rows)}
 
 
+def write_calibration(path, geometry, args):
+    """The medians as the `crop` block a manifest carries, with the spread and the command."""
+    command = (f"python3 models/camera_frames.py --split {args.split} --limit {args.limit} --seed {args.seed} "
+               f"--calibration {path}")
+    path.write_text(json.dumps({
+        "_comment": f"Measured by: {command}. Where the detector's box sits on camera-like frames "
+                    "relative to the pasted face; export.py --crop-calibration copies the geometry into "
+                    "a manifest's \"crop\".",
+        "geometry": {"scale": geometry["scale"]["median"], "shift_x": geometry["shift_x"]["median"],
+                     "shift_y": geometry["shift_y"]["median"], "rotate": True},
+        "faces": geometry["faces"],
+        "quartiles": {k: geometry[k]["quartiles"] for k in ("scale", "shift_x", "shift_y")},
+    }, indent=2) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", default="target/release/ferrite", help="the ferrite binary to measure")
@@ -186,6 +201,9 @@ def main():
     ap.add_argument("--limit", type=int, default=1000, help="faces to use (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="result file [default: OUT/result.json]")
+    ap.add_argument("--calibration", help="also write the found faces' median crop geometry as a crop "
+                    "calibration (models/crop_calibration.json's format, for export.py --crop-calibration); "
+                    "measure it on a training split, never on the faces you report")
     ap.add_argument("--ferrite-arg", action="append", default=[],
                     help="passed to both classify runs, e.g. --ferrite-arg=--model=models/fer2013-48-int8")
     args = ap.parse_args()
@@ -222,6 +240,8 @@ def main():
         "split": args.split, "limit": args.limit, "seed": args.seed, "frame": FRAME,
         "face_sizes": FACE_SIZES, "backgrounds": BACKGROUNDS, "ferrite_args": args.ferrite_arg,
     }
+    if args.calibration and result["crop_geometry"]:
+        write_calibration(Path(args.calibration), result["crop_geometry"], args)
     target = Path(args.json) if args.json else out / "result.json"
     target.write_text(json.dumps(result, indent=1) + "\n")
     print(f"faces {result['faces']}: found {100 * result['found']:.1f} %, "

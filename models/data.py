@@ -154,6 +154,79 @@ def random_erase(x: torch.Tensor, gen: torch.Generator, p: float, area=(0.02, 0.
     return torch.where(inside, noise.to(device=x.device, dtype=x.dtype), x)
 
 
+# Where the runtime's crop lands relative to the face on camera-like frames: `camera_frames.py` on
+# 3,000 FER2013 *train* faces (seed 1) found the face's side at 1.170 x the detector box (quartiles
+# 1.076-1.282) and its centre at (0.003, -0.089) box sides from the box's (quartiles of x
+# -0.034..0.044, of y -0.129..-0.046). With the manifest calibrated to those medians, a crop's side
+# relative to the face is spread with a log-sd of about 0.13 and its centre by about 0.05 face
+# sides; the draws below are normal with those spreads (IQR / 1.35), clipped at 2.5 sd.
+CAMERA_CROP_LOG_SD = 0.13
+CAMERA_CROP_SHIFT_SD = 0.05
+CAMERA_FACE_PX = (40, 200)
+
+
+def camera_crop(raw: np.ndarray, lm: np.ndarray, background: np.ndarray, rng: np.random.Generator,
+                size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """One training face sent down a live camera's path, then cropped the way the runtime crops it.
+
+    The face (uint8 HxW, unprocessed) is scaled to a random capture size (40-200 px), set into a
+    random other training image scaled up as surroundings (hair, a wall, another person: not the
+    replicated border the affine augmentation pads with), blurred by the optics (sigma 0-1.2 px),
+    toned by auto-exposure (gain 0.75-1.25, offset +-20), JPEG-compressed (quality 60-90) as an
+    MJPEG camera does, and cropped with the detector's measured framing spread
+    (CAMERA_CROP_*), anti-aliased down (or up) to `size`. Returns the crop (uint8, not yet CLAHE'd:
+    the runtime's CLAHE comes after the crop) and the landmarks ([0,1] crop coordinates) moved
+    with it."""
+    import cv2
+
+    side = int(rng.integers(CAMERA_FACE_PX[0], CAMERA_FACE_PX[1] + 1))
+    ratio = float(np.exp(np.clip(rng.normal(0, CAMERA_CROP_LOG_SD), -2.5 * CAMERA_CROP_LOG_SD,
+                                 2.5 * CAMERA_CROP_LOG_SD)))
+    clip = 2.5 * CAMERA_CROP_SHIFT_SD
+    dx, dy = np.clip(rng.normal(0, CAMERA_CROP_SHIFT_SD, 2), -clip, clip)
+    crop = max(8, round(ratio * side))
+    # the canvas holds the face in its centre and every crop the draws above can ask for
+    half = int(np.ceil(0.5 * crop + clip * side)) + 4
+    canvas_side = 2 * max(half, (side + 1) // 2 + 2)
+    canvas = cv2.resize(background, (canvas_side, canvas_side), interpolation=cv2.INTER_CUBIC)
+    face_at = (canvas_side - side) // 2
+    face = cv2.resize(raw, (side, side), interpolation=cv2.INTER_CUBIC if side > raw.shape[0] else cv2.INTER_AREA)
+    canvas[face_at:face_at + side, face_at:face_at + side] = face
+    sigma = float(rng.uniform(0.0, 1.2))
+    if sigma > 0.1:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), sigma)
+    toned = canvas.astype(np.float32) * float(rng.uniform(0.75, 1.25)) + float(rng.uniform(-20, 20))
+    canvas = np.clip(toned, 0, 255).astype(np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 91))])
+    if ok:
+        canvas = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+    cx = face_at + side / 2 + dx * side
+    cy = face_at + side / 2 + dy * side
+    x0, y0 = int(round(cx - crop / 2)), int(round(cy - crop / 2))
+    patch = canvas[y0:y0 + crop, x0:x0 + crop]
+    out = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if crop > size else cv2.INTER_LINEAR)
+    moved = (face_at + lm * side - np.array([x0, y0], np.float32)) / crop
+    return out, moved.astype(np.float32)
+
+
+def camera_batch(raw: np.ndarray, lm: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
+                 p: float, size: int = 48):
+    """camera_crop on each image with probability p, CLAHE'd like the cache. Returns the indices
+    (into the batch) that were replaced, their CLAHE'd uint8 crops and their moved landmarks.
+    `pool` is the uint8 image set the surroundings are drawn from."""
+    import cv2
+
+    hit = np.nonzero(rng.random(len(raw)) < p)[0]
+    clahe = cv2.createCLAHE(clipLimit=fm.CLAHE_CLIP, tileGridSize=fm.CLAHE_TILES)
+    crops = np.zeros((len(hit), size, size), np.uint8)
+    moved = np.zeros((len(hit),) + lm.shape[1:], np.float32)
+    for j, i in enumerate(hit):
+        background = pool[int(rng.integers(len(pool)))]
+        crop, moved[j] = camera_crop(raw[i], lm[i], background, rng, size)
+        crops[j] = clahe.apply(crop)
+    return hit, crops, moved
+
+
 def mapped_labels(d: dict, labels: list[str]) -> np.ndarray:
     """Each image's class as an index into `labels`, matched by name (anger=angry, sadness=sad);
     -1 for a class `labels` lacks (CK+ contempt)."""
@@ -172,5 +245,9 @@ def mapped_split(name: str, cache: Path, size: int, labels: list[str], exclude_f
     if exclude_fold is not None:
         keep &= subject_folds(d["names"], folds, fold_seed) != exclude_fold
     x = preprocessed(d, size, name, cache)
+    raw = d["images"]
+    if raw.shape[1:] != (size, size):  # one shape across splits, so they concatenate (train.py --train a,b)
+        import cv2
+        raw = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in raw])
     return {"x": x[keep], "y": y[keep], "landmarks": d["landmarks"][keep], "names": d["names"][keep],
-            "dropped": int((~keep).sum())}
+            "raw": raw[keep], "dropped": int((~keep).sum())}

@@ -278,9 +278,12 @@ def stage2(args):
 # ---------------------------------------------------------------- stage 3
 def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, eval_every=None, ckpt=None,
              max_minutes=None, start_step=0, opt_state=None, desc="stage3", precision="fp32", label_smoothing=0.0,
-             erase=0.0, scale_jitter=0.0, sample_weight=None):
+             erase=0.0, scale_jitter=0.0, sample_weight=None, camera=0.0, raw=None):
     """Unfreeze everything; CE (per part, class-balanced batches, optional label smoothing) + lm_weight *
-    landmark MAE; the paper's augmentation plus optional crop-scale jitter and random erasing."""
+    landmark MAE; the paper's augmentation plus optional crop-scale jitter and random erasing.
+    camera > 0 replaces that fraction of each batch with its faces sent down a camera's path and
+    cropped as the runtime crops them (data.camera_batch), from `raw` (the unprocessed uint8 images,
+    aligned with x)."""
     dev = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -288,6 +291,7 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
         opt.load_state_dict(opt_state["opt"]); sched.load_state_dict(opt_state["sched"])
     rs = np.random.RandomState(seed)
     idx_all = balanced_indices(y, steps * batch, rs, sample_weight)
+    lm_np = lm.numpy()
     x, lm, yt = x.to(dev), lm.to(dev), torch.from_numpy(y).to(dev)
     t0 = time.time()
     best, hist = opt_state.get("best", -1) if opt_state else -1, opt_state.get("hist", []) if opt_state else []
@@ -295,8 +299,18 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
     for step in range(start_step, steps):
         model.train()
         gen = torch.Generator().manual_seed(seed * 100003 + step)
-        b = torch.from_numpy(idx_all[step * batch:(step + 1) * batch]).to(dev)
-        xb, lb = D.augment(x[b], lm[b], gen, scale=scale_jitter)
+        b_np = idx_all[step * batch:(step + 1) * batch]
+        b = torch.from_numpy(b_np).to(dev)
+        xb, lb = x[b], lm[b]
+        if camera > 0:
+            hit, crops, moved = D.camera_batch(raw[b_np], lm_np[b_np], raw, np.random.default_rng([seed, step]),
+                                               camera, size=x.shape[-1])
+            if len(hit):
+                hit = torch.from_numpy(hit).to(dev)
+                xb, lb = xb.clone(), lb.clone()
+                xb[hit] = D.to_tensor(crops).to(dev)
+                lb[hit] = torch.from_numpy(moved).to(dev)
+        xb, lb = D.augment(xb, lb, gen, scale=scale_jitter)
         xb = D.random_erase(xb, gen, erase)
         with fm.autocast(dev, precision):
             logits, pred = model(fm.channels_last(xb))
@@ -333,19 +347,19 @@ def training_set(args, labels: list[str]):
     --limit), later ones mapped onto its labels by name (CK+ anger=angry, sadness=sad, contempt dropped) and
     drawn --mix-weight times as often as a first-split image of the same class. --exclude-fold K drops the
     subjects of CK+ fold K (of --folds), the cross-validation protocol (models/cv_ckplus.py)."""
-    xs, ys, lms, ws = [], [], [], []
+    xs, ys, lms, ws, raws = [], [], [], [], []
     for i, name in enumerate(args.train.split(",")):
         excl = args.exclude_fold if (args.exclude_fold is not None and name.startswith("ckplus")) else None
         s = D.mapped_split(name, args.cache, args.size, labels, exclude_fold=excl, folds=args.folds)
         x, y, lm = s["x"], s["y"], s["landmarks"]
         if i == 0 and args.limit:
             sel = subset(len(x), args.limit)
-            x, y, lm = x[sel], y[sel], lm[sel]
+            x, y, lm, s["raw"] = x[sel], y[sel], lm[sel], s["raw"][sel]
         print(f"training split {name}: {len(y)} images ({s['dropped']} dropped: unmapped classes or held-out fold)")
-        xs.append(x); ys.append(y); lms.append(lm)
+        xs.append(x); ys.append(y); lms.append(lm); raws.append(s["raw"])
         ws.append(np.full(len(y), 1.0 if i == 0 else args.mix_weight))
     return (D.to_tensor(np.concatenate(xs)), np.concatenate(ys), torch.from_numpy(np.concatenate(lms)),
-            np.concatenate(ws))
+            np.concatenate(ws), np.concatenate(raws))
 
 
 def stage3(args):
@@ -355,7 +369,7 @@ def stage3(args):
     out.mkdir(parents=True, exist_ok=True)
     model, ck = load_model(args.init)
     labels = [str(c) for c in D.load_split(args.train.split(",")[0], args.cache)["classes"]]
-    x, y, lm, weight = training_set(args, labels)
+    x, y, lm, weight, raw = training_set(args, labels)
     vd = D.mapped_split(args.val, args.cache, args.size, labels)
     val = (D.to_tensor(vd["x"]), vd["y"], torch.from_numpy(vd["landmarks"]))
     steps = args.epochs * len(y) // args.batch
@@ -378,7 +392,7 @@ def stage3(args):
     hist, best = finetune(model, x, y, lm, steps, args.lr, args.batch, args.seed, args.lm_weight, val,
                           args.eval_every, ckpt, args.max_minutes, start, ost, precision=precision,
                           label_smoothing=args.label_smoothing, erase=args.erase, scale_jitter=args.scale_jitter,
-                          sample_weight=weight)
+                          sample_weight=weight, camera=args.camera, raw=raw)
     if hist and hist[-1]["step"] == steps:  # history.json marks a finished stage (models/recipe_v2.sh)
         (out / "history.json").write_text(json.dumps(hist, indent=1))
     print(f"stage3 best public_test ensemble accuracy {best:.4f} ({time.time() - t0:.0f}s this run)")
@@ -415,6 +429,9 @@ def main():
             p.add_argument("--erase", type=float, default=0.0, help="random-erasing probability per image (occlusion)")
             p.add_argument("--scale-jitter", type=float, default=0.0,
                            help="crop zoom in [1-s, 1+s] (the runtime's detector-crop scale spread)")
+            p.add_argument("--camera", type=float, default=0.0,
+                           help="fraction of each batch sent down a camera's path (capture size, blur, exposure, "
+                                "JPEG) and cropped with the runtime detector's measured framing spread")
             p.add_argument("--mix-weight", type=float, default=1.0,
                            help="sampling weight of an image of the 2nd.. --train split relative to the 1st")
             p.add_argument("--exclude-fold", type=int, default=None, help="drop CK+ subject fold K (cross-validation)")

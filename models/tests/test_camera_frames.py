@@ -88,3 +88,15 @@ def test_ck_class_folders_are_read_as_the_model_s_labels(tmp_path):
         Image.new("L", (48, 48)).save(tmp_path / folder / "S005_001_00000011.png")
     (tmp_path / "happy" / "notes.txt").write_text("not an image")
     assert [label for _, label in cf.labelled_images(tmp_path)] == ["angry", "happy", "sad"]
+
+
+def test_the_calibration_file_carries_the_medians_in_export_s_format(tmp_path):
+    import argparse
+    import fermodel as fm
+
+    detail = [{"detection": [10, 20, 80, 80], "face_box": [0, 4, 100, 100]}]
+    args = argparse.Namespace(split="train", limit=3, seed=1)
+    path = tmp_path / "calibration.json"
+    cf.write_calibration(path, cf.crop_geometry(detail), args)
+    geometry = fm.load_crop_calibration(path)
+    assert geometry == {"scale": 1.25, "shift_x": 0.0, "shift_y": -0.075, "rotate": True}

@@ -191,3 +191,39 @@ def test_precision_choice():
     assert fm.pick_precision("auto", cpu) == ("bf16" if fm.cpu_has_native_bf16() else "fp32")
     with pytest.raises(ValueError):
         fm.pick_precision("fp16", cpu)
+
+
+def test_camera_crop_moves_landmarks_with_pixels():
+    """The camera path rescales, shifts and degrades the face: a bright dot labelled as a landmark
+    must still be the brightest spot near that landmark in the 48x48 crop."""
+    rng = np.random.default_rng(4)
+    background = np.full((48, 48), 20, np.uint8)
+    for i in range(40):
+        r, c = 10 + (i * 7) % 28, 12 + (i * 5) % 24
+        raw = np.full((48, 48), 20, np.uint8)
+        raw[r - 2:r + 3, c - 2:c + 3] = 250
+        lm = np.full((68, 2), 0.5, np.float32)
+        lm[0] = [(c + 0.5) / 48, (r + 0.5) / 48]
+        crop, moved = D.camera_crop(raw, lm, background, rng)
+        assert crop.shape == (48, 48) and crop.dtype == np.uint8
+        peak = np.unravel_index(int(np.argmax(crop)), crop.shape)
+        px, py = moved[0] * 48
+        assert abs(peak[1] + 0.5 - px) <= 2.5 and abs(peak[0] + 0.5 - py) <= 2.5, (i, peak, px, py)
+
+
+def test_camera_batch_replaces_the_drawn_fraction_reproducibly():
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    lm = rng.random((64, 68, 2)).astype(np.float32)
+    none = D.camera_batch(raw, lm, raw, np.random.default_rng(1), p=0.0)
+    assert len(none[0]) == 0
+    every = D.camera_batch(raw, lm, raw, np.random.default_rng(1), p=1.0)
+    assert list(every[0]) == list(range(64)) and every[1].shape == (64, 48, 48)
+    a = D.camera_batch(raw, lm, raw, np.random.default_rng(7), p=0.5)
+    b = D.camera_batch(raw, lm, raw, np.random.default_rng(7), p=0.5)
+    assert 16 < len(a[0]) < 48
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    # the crops are CLAHE'd like the cache: full-range contrast even from a dim face
+    dim = (raw // 4).astype(np.uint8)
+    out = D.camera_batch(dim, lm, dim, np.random.default_rng(3), p=1.0)[1]
+    assert out.max() - out.min() > 128
