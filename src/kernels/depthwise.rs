@@ -43,9 +43,48 @@ impl Depthwise3x3 {
         ((ph - 3) / self.stride + 1, (pw - 3) / self.stride + 1)
     }
 
+    /// Whether [`depthwise_same_any`] runs this op: stride 1, one pixel of padding on every side,
+    /// rows a whole number of vectors. That is every stride-1 depthwise layer of BlazeFace, and
+    /// 96 % of the long detector's depthwise multiply-adds.
+    fn reads_in_place(&self) -> bool {
+        let (h, w) = self.hw;
+        self.stride == 1
+            && self.pad_before == (1, 1)
+            && self.pad_after == (1, 1)
+            && h > 0
+            && w > 0
+            && w % LANES == 0
+    }
+
     /// `input` is `[c][h][w]` for one image, `output` `[c][oh][ow]`. `planes` is scratch.
     pub(super) fn run_image(&self, input: &[f32], output: &mut [f32], planes: &mut Vec<f32>) {
         let (h, w) = self.hw;
+        if self.reads_in_place() {
+            assert!(output.len() == self.channels * h * w && input.len() == self.channels * h * w);
+            for c in 0..self.channels {
+                let weights = &self.weights[c * 9..][..9];
+                let input = &input[c * h * w..][..h * w];
+                let out = &mut output[c * h * w..][..h * w];
+                // SAFETY: `reads_in_place` holds and both slices are one channel of `h * w`; the
+                // backend is available (the module's invariant).
+                unsafe {
+                    match self.backend {
+                        #[cfg(target_arch = "x86_64")]
+                        Backend::Avx512 => {
+                            avx512::depthwise_same(weights, self.bias[c], input, out, w)
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        Backend::Avx2 => avx2::depthwise_same(weights, self.bias[c], input, out, w),
+                        #[cfg(target_arch = "aarch64")]
+                        Backend::Neon => {
+                            depthwise_same_any::<neon::Neon>(weights, self.bias[c], input, out, w)
+                        }
+                        _ => depthwise_same_any::<Portable>(weights, self.bias[c], input, out, w),
+                    }
+                }
+            }
+            return;
+        }
         let (ph, pw) = self.padded_hw();
         let (oh, ow) = self.output_hw();
         let stride = self.stride;
@@ -154,6 +193,99 @@ pub(super) unsafe fn depthwise_any<V: Vector>(
     }
 }
 
+/// One channel of a stride-1 depthwise convolution with one pixel of zero padding on every side,
+/// read in place: no padded copy of the channel is made (that copy cost as much as the
+/// convolution on the long detector's 128x128 layers), and two output rows per pass share the
+/// input rows they both read.
+///
+/// # Safety
+///
+/// The CPU has `V`'s instructions; `weights` holds 9 values; `input` and `out` hold the same whole
+/// number of rows of `w` values, and `w` is a non-zero multiple of `LANES`.
+#[inline(always)]
+pub(super) unsafe fn depthwise_same_any<V: Vector>(
+    weights: &[f32],
+    bias: f32,
+    input: &[f32],
+    out: &mut [f32],
+    w: usize,
+) {
+    let h = input.len() / w;
+    // SAFETY: the weights and the geometry are the caller's contract.
+    unsafe {
+        let weights: [V; 9] = std::array::from_fn(|i| V::splat(weights[i]));
+        let bias = V::splat(bias);
+        let mut oy = 0;
+        while oy + 2 <= h {
+            same_rows::<V, 2>(&weights, bias, input, out, w, oy);
+            oy += 2;
+        }
+        if oy < h {
+            same_rows::<V, 1>(&weights, bias, input, out, w, oy);
+        }
+    }
+}
+
+/// Output rows `oy..oy + R` of [`depthwise_same_any`].
+///
+/// # Safety
+///
+/// [`depthwise_same_any`]'s contract, and `oy + R <= h`.
+#[inline(always)]
+unsafe fn same_rows<V: Vector, const R: usize>(
+    weights: &[V; 9],
+    bias: V,
+    input: &[f32],
+    out: &mut [f32],
+    w: usize,
+    oy: usize,
+) {
+    let h = input.len() / w;
+    // SAFETY: every read is within input row `y < h` at columns `x0 - 1 .. x0 + LANES + 1`
+    // clipped to `0..w` (the ends go through a zeroed copy), every store within output row
+    // `oy + r < h` at `x0..x0 + LANES <= w`.
+    unsafe {
+        let mut x0 = 0;
+        while x0 < w {
+            let mut acc = [bias; R];
+            // Input rows oy - 1 ..= oy + R; row oy + r of the output reads rows oy + r - 1 ..= oy + r + 1.
+            for iy in 0..R + 2 {
+                let Some(y) = (oy + iy).checked_sub(1).filter(|&y| y < h) else {
+                    continue;
+                };
+                let p = input.as_ptr().add(y * w + x0);
+                let left = if x0 == 0 {
+                    let mut padded = [0.0f32; LANES];
+                    std::ptr::copy_nonoverlapping(p, padded.as_mut_ptr().add(1), LANES - 1);
+                    V::load(padded.as_ptr())
+                } else {
+                    V::load(p.sub(1))
+                };
+                let right = if x0 + LANES == w {
+                    let mut padded = [0.0f32; LANES];
+                    std::ptr::copy_nonoverlapping(p.add(1), padded.as_mut_ptr(), LANES - 1);
+                    V::load(padded.as_ptr())
+                } else {
+                    V::load(p.add(1))
+                };
+                let columns = [left, V::load(p), right];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    if iy >= r && iy - r < 3 {
+                        let ky = iy - r;
+                        for (kx, column) in columns.iter().enumerate() {
+                            *acc = V::mul_add(*column, weights[ky * 3 + kx], *acc);
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                acc.store(out.as_mut_ptr().add((oy + r) * w + x0));
+            }
+            x0 += LANES;
+        }
+    }
+}
+
 thread_local! {
     static PHASE_PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -190,6 +322,10 @@ mod tests {
             (1, (1, 1), (1, 1), 9, 21),
             (2, (0, 0), (1, 1), 16, 33),
             (2, (1, 0), (0, 2), 7, 5),
+            // read in place: whole vectors per row, odd and even row counts, one row
+            (1, (1, 1), (1, 1), 5, 32),
+            (1, (1, 1), (1, 1), 4, 16),
+            (1, (1, 1), (1, 1), 1, 48),
         ] {
             let channels = 3;
             let input = values(channels * h * w, 7);

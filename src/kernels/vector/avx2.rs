@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use super::Vector;
 use crate::kernels::conv_chain::{conv_any, maxpool_any, Conv3x3, Layout};
-use crate::kernels::depthwise::{depthwise_any, Taps};
+use crate::kernels::depthwise::{depthwise_any, depthwise_same_any, Taps};
 use crate::kernels::image_conv::{image_conv_any, ImageConv};
 use crate::kernels::pointwise::{pointwise_any, Pointwise};
 
@@ -94,6 +94,22 @@ pub(in crate::kernels) unsafe fn depthwise(
     // SAFETY: AVX2 and FMA are enabled here and the CPU has them; the rest is the caller's
     // contract.
     unsafe { depthwise_any::<Avx2>(taps, planes, out, ow) }
+}
+
+/// # Safety
+///
+/// The CPU has AVX2 and FMA, and [`depthwise_same_any`]'s contract holds.
+#[target_feature(enable = "avx2,fma")]
+pub(in crate::kernels) unsafe fn depthwise_same(
+    weights: &[f32],
+    bias: f32,
+    input: &[f32],
+    out: &mut [f32],
+    w: usize,
+) {
+    // SAFETY: AVX2 and FMA are enabled here and the CPU has them; the rest is the caller's
+    // contract.
+    unsafe { depthwise_same_any::<Avx2>(weights, bias, input, out, w) }
 }
 
 /// # Safety
