@@ -247,7 +247,8 @@ pub struct PipelineArgs {
 
     /// Run --model exactly as named. Without it a bundled int8 model is timed against its fp32
     /// sibling at start-up (a few passes each, well under a second on x86_64) and the sibling
-    /// runs instead where it is more than 1.2x faster: tract's int8 kernels are slow on x86_64.
+    /// runs instead where it is more than 1.2x faster: int8 loses on CPUs without a dot-product
+    /// instruction (Cortex-A53, A72).
     /// `bench` and `eval` always keep the named model.
     #[arg(long)]
     keep_model: bool,
