@@ -12,7 +12,8 @@ def test_each_fold_is_tested_on_exactly_the_images_its_training_left_out(monkeyp
     names = np.array(synthetic_ck_names())
     raw = np.random.default_rng(0).integers(0, len(CK_CLASSES), len(names))
     split = {"names": names, "labels": raw, "classes": np.array(CK_CLASSES),
-             "landmarks": np.zeros((len(names), 68, 2), np.float32)}
+             "landmarks": np.zeros((len(names), 68, 2), np.float32),
+             "images": np.zeros((len(names), 48, 48), np.uint8)}
     monkeypatch.setattr(D, "load_split", lambda name, cache: split)
     monkeypatch.setattr(D, "preprocessed", lambda d, size, name, cache: np.zeros((len(names), 1, 4, 4)))
     labels = list(fm.FER_LABELS)
