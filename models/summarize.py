@@ -21,7 +21,7 @@ def main():
     print("\n".join(rows))
     print()
     print("\n".join(parts))
-    for f in ["ckplus48_cv_48_ft.json", "resolution_study.json", "latency.json"]:
+    for f in ["ckplus48_cv_48_ft.json", "v2_ckplus48_cv.json", "resolution_study.json", "latency.json"]:
         if (R / f).exists():
             d = json.loads((R / f).read_text())
             if f.startswith("ckplus"):
