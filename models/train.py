@@ -276,14 +276,36 @@ def stage2(args):
 
 
 # ---------------------------------------------------------------- stage 3
+@torch.no_grad()
+def teacher_targets(teachers, xb: torch.Tensor, precision: str, temp: float) -> torch.Tensor:
+    """What a set of trained models says about a batch, softened: the mean over teachers and their
+    five parts of softmax(logits / temp). [B, C], fp32."""
+    dev = xb.device
+    probs = []
+    for teacher in teachers:
+        with fm.autocast(dev, precision):
+            logits, _ = teacher(fm.channels_last(xb))
+        probs.append(F.softmax(logits.float() / temp, -1).mean(1))
+    return torch.stack(probs).mean(0)
+
+
+def distill_loss(part_logits: torch.Tensor, target: torch.Tensor, temp: float) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): per part, KL(target || softmax(logits / temp)),
+    scaled by temp^2 so its gradients keep the size of the cross-entropy's; summed over the parts."""
+    return sum(F.kl_div(F.log_softmax(part_logits[:, i] / temp, -1), target, reduction="batchmean")
+               for i in range(part_logits.shape[1])) * temp ** 2
+
+
 def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, eval_every=None, ckpt=None,
              max_minutes=None, start_step=0, opt_state=None, desc="stage3", precision="fp32", label_smoothing=0.0,
-             erase=0.0, scale_jitter=0.0, sample_weight=None, camera=0.0, raw=None):
+             erase=0.0, scale_jitter=0.0, sample_weight=None, camera=0.0, raw=None, teachers=(),
+             distill_weight=1.0, distill_temp=2.0):
     """Unfreeze everything; CE (per part, class-balanced batches, optional label smoothing) + lm_weight *
     landmark MAE; the paper's augmentation plus optional crop-scale jitter and random erasing.
     camera > 0 replaces that fraction of each batch with its faces sent down a camera's path and
     cropped as the runtime crops them (data.camera_batch), from `raw` (the unprocessed uint8 images,
-    aligned with x)."""
+    aligned with x). With `teachers` (trained Ensembles, e.g. several seeds), distill_weight *
+    distill_loss towards their softened mean prediction on the same augmented batch is added."""
     dev = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -317,6 +339,9 @@ def finetune(model, x, y, lm, steps, lr, batch, seed, lm_weight=1.0, val=None, e
         logits, pred, yb = logits.float(), pred.float(), yt[b]
         loss = (sum(F.cross_entropy(logits[:, i], yb, label_smoothing=label_smoothing) for i in range(5))
                 + lm_weight * part_lm_loss(pred, lb))
+        if teachers:
+            loss = loss + distill_weight * distill_loss(logits, teacher_targets(teachers, xb, precision, distill_temp),
+                                                        distill_temp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
@@ -381,6 +406,12 @@ def stage3(args):
         ost = {"opt": r["opt"], "sched": r["sched"], "best": r["best"], "hist": r["hist"]}
         print(f"resumed at step {start}/{steps}")
     model = fm.channels_last(model.to(dev))
+    teachers = []
+    for path in filter(None, args.teachers.split(",")):
+        teacher, _ = load_model(path)
+        teachers.append(fm.channels_last(teacher.to(dev)).eval())
+    if teachers:
+        print(f"distilling {len(teachers)} teacher(s), weight {args.distill_weight}, temperature {args.distill_temp}")
     print(f"stage3: {len(y)} images, {steps} steps of {args.batch}, {precision}, channels_last, "
           f"{torch.get_num_threads()} threads on {dev}", flush=True)
 
@@ -392,7 +423,8 @@ def stage3(args):
     hist, best = finetune(model, x, y, lm, steps, args.lr, args.batch, args.seed, args.lm_weight, val,
                           args.eval_every, ckpt, args.max_minutes, start, ost, precision=precision,
                           label_smoothing=args.label_smoothing, erase=args.erase, scale_jitter=args.scale_jitter,
-                          sample_weight=weight, camera=args.camera, raw=raw)
+                          sample_weight=weight, camera=args.camera, raw=raw, teachers=teachers,
+                          distill_weight=args.distill_weight, distill_temp=args.distill_temp)
     if hist and hist[-1]["step"] == steps:  # history.json marks a finished stage (models/recipe_v2.sh)
         (out / "history.json").write_text(json.dumps(hist, indent=1))
     print(f"stage3 best public_test ensemble accuracy {best:.4f} ({time.time() - t0:.0f}s this run)")
@@ -432,6 +464,10 @@ def main():
             p.add_argument("--camera", type=float, default=0.0,
                            help="fraction of each batch sent down a camera's path (capture size, blur, exposure, "
                                 "JPEG) and cropped with the runtime detector's measured framing spread")
+            p.add_argument("--teachers", default="",
+                           help="comma-separated checkpoints (e.g. s3 runs with other seeds) to distil into this model")
+            p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation loss")
+            p.add_argument("--distill-temp", type=float, default=2.0, help="softmax temperature of the distillation")
             p.add_argument("--mix-weight", type=float, default=1.0,
                            help="sampling weight of an image of the 2nd.. --train split relative to the 1st")
             p.add_argument("--exclude-fold", type=int, default=None, help="drop CK+ subject fold K (cross-validation)")

@@ -65,6 +65,10 @@ def test_pipeline_smoke(tmp_path):
         *common, env=env)
     run(MODELS / "train.py", "stage3", "--init", runs / "s2" / "best.pt", "--out", runs / "s3", "--epochs", "1",
         *common, env=env)
+    # distillation from a trained model, with the camera-path augmentation on
+    out = run(MODELS / "train.py", "stage3", "--init", runs / "s2" / "best.pt", "--out", runs / "s3d", "--epochs", "1",
+              "--teachers", runs / "s3" / "best.pt", "--camera", "0.5", *common, env=env)
+    assert "distilling 1 teacher(s)" in out and (runs / "s3d" / "history.json").exists(), out
     for stage in ("s2", "s3"):
         fp32, int8 = tmp_path / f"{stage}-fp32", tmp_path / f"{stage}-int8"
         run(MODELS / "export.py", "--ckpt", runs / stage / "best.pt", "--out", fp32, "--cache", cache, env=env)
