@@ -248,7 +248,7 @@ unsafe fn same_rows<V: Vector, const R: usize>(
         let mut x0 = 0;
         while x0 < w {
             let mut acc = [bias; R];
-            // Input rows oy - 1 ..= oy + R; row oy + r of the output reads rows oy + r - 1 ..= oy + r + 1.
+            // Input rows oy - 1 ..= oy + R: output row oy + r reads rows oy + r - 1 ..= oy + r + 1.
             for iy in 0..R + 2 {
                 let Some(y) = (oy + iy).checked_sub(1).filter(|&y| y < h) else {
                     continue;
