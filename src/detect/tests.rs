@@ -565,6 +565,46 @@ fn the_second_opinion_rejects_a_false_face_found_in_a_tile() {
     assert_eq!(verified, unverified[..1]);
 }
 
+/// A gray face upscaled from 24 px, as a low camera resolution or a FER2013-sized face gives:
+/// the whole-frame pass finds it unsure, and its second opinion lies between the whole-frame
+/// and the tile thresholds, so it is kept because the whole-frame pass found it.
+#[test]
+fn the_second_opinion_keeps_a_blurry_face_the_whole_frame_pass_found() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/astronaut.png");
+    let astronaut = image::open(path).unwrap().into_luma8();
+    let face = image::imageops::crop_imm(&astronaut, 150, 40, 180, 180).to_image();
+    let filter = image::imageops::FilterType::Triangle;
+    let low = image::imageops::resize(&face, 24, 24, filter);
+    let blurry = image::imageops::resize(&low, 140, 140, filter);
+    let mut frame = image::GrayImage::from_pixel(320, 240, image::Luma([110]));
+    image::imageops::overlay(&mut frame, &blurry, 90, 50);
+    let config = DetectorConfig {
+        tiles: Tiles::Off,
+        verify: false,
+        ..DetectorConfig::default()
+    };
+    let detector = Detector::new(config.clone()).unwrap();
+    let unverified = detector.detect_gray(&frame).unwrap();
+    assert_eq!(unverified.len(), 1, "{unverified:?}");
+    assert!(unverified[0].score < CONFIDENT, "{unverified:?}");
+    let fill: fn(&Letterbox, &image::GrayImage, &mut [f32]) = Letterbox::fill_gray;
+    let opinion = detector
+        .second_opinion(&frame, fill, &unverified[0])
+        .unwrap();
+    assert!(
+        (VERIFIED_WHOLE_FRAME..VERIFIED).contains(&opinion),
+        "second opinion {opinion}: the fixture no longer tells the passes apart"
+    );
+    let verified = Detector::new(DetectorConfig {
+        verify: true,
+        ..config
+    })
+    .unwrap()
+    .detect_gray(&frame)
+    .unwrap();
+    assert_eq!(verified, unverified);
+}
+
 #[test]
 fn nested_boxes_are_covered_and_neighbours_are_not() {
     let big = BBox {
