@@ -8,8 +8,7 @@ from PIL import Image
 import second_opinion_study as sos
 
 ROOT = Path(__file__).resolve().parents[2]
-LOG = """[2026-12-07T19:05:26Z DEBUG ferrite::detect] re-detections [0.634, 0.661] of a face scoring 0.748
-[2026-12-07T19:05:26Z DEBUG ferrite::detect] second opinion 0.681 on a face scoring 0.748 at BBox \
+LOG = """[2026-12-07T19:05:26Z DEBUG ferrite::detect] second opinion 0.681 on a face scoring 0.748 at BBox \
 { x: 154.56857, y: 105.26459, w: 107.24835, h: 107.23743 } (WholeFrame): kept
 [2026-12-07T19:05:26Z DEBUG ferrite::detect] second opinion 0.477 on a face scoring 0.742 at BBox \
 { x: 305.39487, y: 145.05043, w: 32.43405, h: 32.434006 } (Tiles): rejected

@@ -675,8 +675,7 @@ impl Detector {
         let b = face.bbox;
         let (cx, cy) = (b.x + b.w / 2.0, b.y + b.h / 2.0);
         let mut total = face.score;
-        let mut found_again = [0.0; RECHECK_CROPS.len()];
-        for (factor, again_score) in RECHECK_CROPS.into_iter().zip(&mut found_again) {
+        for factor in RECHECK_CROPS {
             let half = factor * b.w.max(b.h) / 2.0;
             // Cut to the frame; the letterbox keeps the scale as long as one side is whole.
             let x0 = (cx - half).max(0.0).min(w as f32 - 1.0) as u32;
@@ -692,17 +691,12 @@ impl Detector {
             };
             let mut again = Vec::new();
             checker.detect_in(image, fill, tile, RECHECK_FLOOR, &mut again)?;
-            *again_score = again
+            total += again
                 .iter()
                 .filter(|d| d.bbox().iou(&b) >= AGREE_IOU)
                 .map(|d| d.score)
                 .fold(0.0, f32::max);
-            total += *again_score;
         }
-        log::debug!(
-            "re-detections {found_again:.3?} of a face scoring {:.3}",
-            face.score
-        );
         Ok(total / (1 + RECHECK_CROPS.len()) as f32)
     }
 
