@@ -27,6 +27,8 @@ CK_TO_FER = {"anger": "angry", "contempt": None, "disgust": "disgust", "fear": "
 # 0-based dlib / iBUG 300-W indices [start, end)
 PARTS = [("jaw", 0, 17), ("eyebrows", 17, 27), ("nose", 27, 36), ("eyes", 36, 48), ("mouth", 48, 68)]
 PART_NAMES = [p[0] for p in PARTS]
+# The backbone's four block widths as the paper sets them (1.65M parameters in all).
+PAPER_WIDTHS = (16, 32, 64, 128)
 
 # Horizontal-flip permutation of the 68-point iBUG layout: new[i] = old[FLIP68[i]].
 FLIP68 = (list(range(16, -1, -1))                      # jaw 0..16 <-> 16..0
@@ -58,6 +60,18 @@ def preprocess_gray(img_u8: np.ndarray, size: int | None = None) -> np.ndarray:
     return clahe.apply(img_u8).astype(np.float32) * SCALE + OFFSET
 
 
+def parse_widths(text: str) -> tuple[int, ...]:
+    """"16,32,64,128" -> (16, 32, 64, 128): four positive block widths. The runtime's direct kernels
+    tile channels by 16, so other widths run, but slower."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise ValueError(f"widths must be four comma-separated integers, got {text!r}") from None
+    if len(widths) != 4 or min(widths) < 1:
+        raise ValueError(f"widths must be four positive integers (one per backbone block), got {text!r}")
+    return widths
+
+
 class Linear(nn.Linear):
     """nn.Linear that exports as MatMul + Add (not Gemm) so onnxruntime quantizes it to QLinearMatMul."""
 
@@ -66,7 +80,7 @@ class Linear(nn.Linear):
 
 
 class Backbone(nn.Module):
-    def __init__(self, in_ch: int = 1, widths=(16, 32, 64, 128)):
+    def __init__(self, in_ch: int = 1, widths=PAPER_WIDTHS):
         super().__init__()
         layers = []
         c = in_ch
@@ -83,7 +97,7 @@ class Backbone(nn.Module):
 
 
 class SubNet(nn.Module):
-    def __init__(self, n_points: int, n_classes: int, in_ch=1, widths=(16, 32, 64, 128), hidden=128, dropout=0.3):
+    def __init__(self, n_points: int, n_classes: int, in_ch=1, widths=PAPER_WIDTHS, hidden=128, dropout=0.3):
         super().__init__()
         self.backbone = Backbone(in_ch, widths)
         d = self.backbone.out_dim
@@ -99,7 +113,7 @@ class SubNet(nn.Module):
 
 
 class Ensemble(nn.Module):
-    def __init__(self, n_classes: int = 7, in_ch=1, widths=(16, 32, 64, 128), hidden=128, dropout=0.3):
+    def __init__(self, n_classes: int = 7, in_ch=1, widths=PAPER_WIDTHS, hidden=128, dropout=0.3):
         super().__init__()
         self.n_classes = n_classes
         self.subnets = nn.ModuleList([SubNet(e - s, n_classes, in_ch, widths, hidden, dropout) for _, s, e in PARTS])
@@ -149,6 +163,49 @@ def keras_param_count(sub: SubNet) -> int:
 def ensemble_param_count(model: Ensemble) -> tuple[list[int], int]:
     per = [keras_param_count(s) for s in model.subnets]
     return per, sum(per)
+
+
+def _replication(old: int, new: int, rs: np.random.RandomState) -> np.ndarray:
+    """Which old channel each of `new` channels copies: every old one once, the rest drawn at random."""
+    if new < old:
+        raise ValueError(f"cannot widen {old} channels to {new}")
+    return np.concatenate([np.arange(old), rs.randint(0, old, new - old)])
+
+
+@torch.no_grad()
+def widen(model: Ensemble, widths, noise: float = 0.0, seed: int = 0) -> Ensemble:
+    """A wider copy of a trained ensemble that computes the same function (Net2WiderNet, Chen et
+    al. 2016): each new channel copies an old one (conv filter, bias, BatchNorm), and every layer
+    that reads a copied channel divides that input's weights by its number of copies. So fine-tuning
+    a wider backbone starts from the trained model instead of from landmark pre-training. Copies get
+    identical gradients and would stay identical: `noise` (relative to each weight tensor's standard
+    deviation) breaks the tie."""
+    widths = tuple(widths)
+    wide = Ensemble(n_classes=model.n_classes, widths=widths)
+    rs = np.random.RandomState(seed)
+    g = torch.Generator().manual_seed(seed)
+    for old_sub, new_sub in zip(model.subnets, wide.subnets):
+        src = [m for m in old_sub.backbone.features if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        dst = [m for m in new_sub.backbone.features if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        reads, copies = np.arange(1), np.ones(1)  # the input image: one channel, never copied
+        for i in range(0, len(src), 2):
+            conv, bn, wconv, wbn = src[i], src[i + 1], dst[i], dst[i + 1]
+            rep = _replication(conv.out_channels, wconv.out_channels, rs)
+            w = conv.weight[rep][:, reads] / torch.from_numpy(copies[reads]).float().view(1, -1, 1, 1)
+            wconv.weight.copy_(w)
+            wconv.bias.copy_(conv.bias[rep])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(wbn, name).copy_(getattr(bn, name)[rep])
+            reads, copies = rep, np.bincount(rep, minlength=conv.out_channels).astype(np.float64)
+        scale = torch.from_numpy(copies[reads]).float().view(1, -1)
+        for head in ("cls_head", "lm_head"):
+            old_head, new_head = getattr(old_sub, head), getattr(new_sub, head)
+            new_head.load_state_dict(old_head.state_dict() | {"0.weight": old_head[0].weight[:, reads] / scale})
+    if noise > 0:
+        for p in wide.parameters():
+            if p.dim() > 1:
+                p.add_(torch.randn(p.shape, generator=g) * noise * p.std())
+    return wide
 
 
 def fold_bn(model: Ensemble) -> Ensemble:

@@ -56,6 +56,13 @@ def _config(args) -> dict:
     return {k: v for k, v in vars(args).items() if k != "fn"}
 
 
+def widths_arg(text: str) -> tuple[int, ...]:
+    try:
+        return fm.parse_widths(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def load_model(path, n_classes=None) -> tuple[fm.Ensemble, dict]:
     import __main__  # early stage-1 checkpoints pickled the CLI's stage function as __main__.stageN
     for n in ("stage1", "stage2", "stage3"):
@@ -64,7 +71,7 @@ def load_model(path, n_classes=None) -> tuple[fm.Ensemble, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     ck["config"].pop("fn", None)
     cfg = ck["config"]
-    m = fm.Ensemble(n_classes=n_classes or cfg["n_classes"], widths=tuple(cfg.get("widths", (16, 32, 64, 128))))
+    m = fm.Ensemble(n_classes=n_classes or cfg["n_classes"], widths=tuple(cfg.get("widths", fm.PAPER_WIDTHS)))
     sd = ck["model"]
     if n_classes and n_classes != cfg["n_classes"]:
         sd = {k: v for k, v in sd.items() if ".cls_head." not in k}
@@ -124,7 +131,7 @@ def stage1(args):
     vx = D.to_tensor(D.preprocessed(vd, args.size, args.val, args.cache))[:2000]
     vlm = torch.from_numpy(vd["landmarks"])[:2000]
     x, lm = x.to(dev), lm.to(dev)  # the whole split fits on any GPU; augmentation then runs there too
-    model = fm.Ensemble(n_classes=7)
+    model = fm.Ensemble(n_classes=7, widths=args.widths)
     with torch.no_grad():  # start the landmark heads at the mean shape
         mean = lm.mean(0)
         for s, (_, a, b) in zip(model.subnets, fm.PARTS):
@@ -137,12 +144,17 @@ def stage1(args):
     step, hist = 0, []
     if (out / "last.pt").exists():
         ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        was = tuple(ck["config"].get("widths", fm.PAPER_WIDTHS))
+        if was != tuple(args.widths):
+            raise SystemExit(f"stage1: {out} holds a run with widths {list(was)}, not {list(args.widths)}: "
+                             "pass its --widths or another --out")
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
         step, hist = ck["step"], ck["hist"]
         print(f"resumed at step {step}/{total}")
-    cfg = dict(_config(args), n_classes=7, widths=(16, 32, 64, 128), stage=1)
+    cfg = dict(_config(args), n_classes=7, stage=1)
     t0 = time.time()
-    print(f"stage1: {len(x)} images, {precision}, channels_last, {torch.get_num_threads()} threads on {dev}", flush=True)
+    print(f"stage1: {len(x)} images, widths {list(args.widths)}, {precision}, channels_last, "
+          f"{torch.get_num_threads()} threads on {dev}", flush=True)
     pbar = tqdm(total=total, initial=step, desc="stage1", unit="step", mininterval=15)
     run_loss = 0.0
     while step < total:
@@ -393,12 +405,17 @@ def stage3(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, ck = load_model(args.init)
+    cfg = dict(ck["config"], stage=3, stage3=_config(args))
+    if args.widen:
+        model = fm.widen(model, args.widen, noise=args.widen_noise, seed=args.seed)
+        cfg["widths"] = args.widen
+        print(f"widened {list(ck['config'].get('widths', fm.PAPER_WIDTHS))} -> {list(args.widen)}: "
+              f"{fm.ensemble_param_count(model)[1]:,} parameters")
     labels = [str(c) for c in D.load_split(args.train.split(",")[0], args.cache)["classes"]]
     x, y, lm, weight, raw = training_set(args, labels)
     vd = D.mapped_split(args.val, args.cache, args.size, labels)
     val = (D.to_tensor(vd["x"]), vd["y"], torch.from_numpy(vd["landmarks"]))
     steps = args.epochs * len(y) // args.batch
-    cfg = dict(ck["config"], stage=3, stage3=_config(args))
     start, ost = 0, None
     if (out / "last.pt").exists():
         r = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
@@ -452,7 +469,11 @@ def main():
         p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="bf16 autocast (fp32 master weights) or fp32; auto: bf16 where the CPU (AVX512-BF16, "
                             "AMX) or the GPU runs it natively, else fp32")
-        if name != "stage1":
+        if name == "stage1":
+            p.add_argument("--widths", type=widths_arg, default=fm.PAPER_WIDTHS,
+                           help="the backbone's four block widths (default 16,32,64,128, the paper's); "
+                                "later stages take them from --init")
+        else:
             p.add_argument("--init", required=True, help="checkpoint of the previous stage")
         if name == "stage3":
             p.add_argument("--lm-weight", type=float, default=1.0)
@@ -468,6 +489,11 @@ def main():
                            help="comma-separated checkpoints (e.g. s3 runs with other seeds) to distil into this model")
             p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation loss")
             p.add_argument("--distill-temp", type=float, default=2.0, help="softmax temperature of the distillation")
+            p.add_argument("--widen", type=widths_arg, default=None,
+                           help="widen the --init model's backbones to these block widths first, keeping what it "
+                                "computes (fermodel.widen), e.g. 32,64,128,256")
+            p.add_argument("--widen-noise", type=float, default=0.01,
+                           help="noise added to the widened weights (relative to their spread) so copies can diverge")
             p.add_argument("--mix-weight", type=float, default=1.0,
                            help="sampling weight of an image of the 2nd.. --train split relative to the 1st")
             p.add_argument("--exclude-fold", type=int, default=None, help="drop CK+ subject fold K (cross-validation)")

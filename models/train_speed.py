@@ -6,6 +6,7 @@ steps after --warmup untimed ones, so you can check what `--precision auto` chos
 
     python3 models/train_speed.py                    # batch 128, 2 threads (FERRITE_THREADS)
     python3 models/train_speed.py --batch 64 --steps 5 --json models/results/train_speed.json
+    python3 models/train_speed.py --widths 32,64,128,256 --auto-only   # a wider backbone
 """
 import argparse
 import json
@@ -19,12 +20,13 @@ import torch.nn.functional as F
 
 import data as D
 import fermodel as fm
-from train import part_lm_loss
+from train import part_lm_loss, widths_arg
 
 
-def images_per_second(layout: str, precision: str, batch: int, size: int, steps: int, warmup: int) -> float:
+def images_per_second(layout: str, precision: str, batch: int, size: int, steps: int, warmup: int,
+                      widths=fm.PAPER_WIDTHS) -> float:
     dev = fm.pick_device()
-    model = fm.Ensemble(n_classes=7).to(dev)
+    model = fm.Ensemble(n_classes=7, widths=widths).to(dev)
     if layout == "channels_last":
         model = fm.channels_last(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -57,22 +59,29 @@ def main():
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--steps", type=int, default=9, help="timed steps (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--widths", type=widths_arg, default=fm.PAPER_WIDTHS,
+                    help="the backbone's block widths (train.py stage1 --widths)")
+    ap.add_argument("--auto-only", action="store_true",
+                    help="time only what train.py runs here: channels_last at --precision auto's choice")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("FERRITE_THREADS", "2")))
     dev = fm.pick_device()
     auto = fm.pick_precision("auto", dev)
     print(f"device {dev}, {torch.get_num_threads()} threads, native bf16 on the CPU: {fm.cpu_has_native_bf16()}, "
-          f"--precision auto picks {auto}")
+          f"--precision auto picks {auto}; widths {list(args.widths)}, "
+          f"{fm.ensemble_param_count(fm.Ensemble(widths=args.widths))[1]:,} parameters")
     rows = []
-    for layout in ("nchw", "channels_last"):
-        for precision in ("fp32", "bf16"):
-            ips = images_per_second(layout, precision, args.batch, args.size, args.steps, args.warmup)
-            rows.append({"layout": layout, "precision": precision, "images_per_s": round(ips, 1)})
-            print(f"{layout:14s} {precision:5s} {ips:7.1f} images/s", flush=True)
+    combos = ([("channels_last", auto)] if args.auto_only else
+              [(layout, precision) for layout in ("nchw", "channels_last") for precision in ("fp32", "bf16")])
+    for layout, precision in combos:
+        ips = images_per_second(layout, precision, args.batch, args.size, args.steps, args.warmup, args.widths)
+        rows.append({"layout": layout, "precision": precision, "images_per_s": round(ips, 1)})
+        print(f"{layout:14s} {precision:5s} {ips:7.1f} images/s", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"batch": args.batch, "size": args.size, "threads": torch.get_num_threads(),
-                                               "device": str(dev), "auto": auto, "rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"batch": args.batch, "size": args.size, "widths": list(args.widths),
+                                               "threads": torch.get_num_threads(), "device": str(dev), "auto": auto,
+                                               "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,52 @@ def test_parameter_count():
     assert fm.ensemble_param_count(m3)[1] == 1_646_835
 
 
+def subnet_params(widths, n_classes=7, hidden=128):
+    """The Keras-style count written out: per block two 3x3 convs with bias and two BatchNorms (4
+    numbers per channel each), then the three-layer classification head."""
+    n, c = 0, 1
+    for w in widths:
+        n += (9 * c * w + w) + (9 * w * w + w) + 2 * 4 * w
+        c = w
+    return n + (c * hidden + hidden) + (hidden * hidden + hidden) + (hidden * n_classes + n_classes)
+
+
+def test_widths_change_the_backbone_and_the_count():
+    assert subnet_params(fm.PAPER_WIDTHS) == 329_079
+    wide = (32, 64, 128, 256)
+    assert fm.parse_widths("32,64,128,256") == wide
+    per, _ = fm.ensemble_param_count(fm.Ensemble(widths=wide))
+    assert per == [subnet_params(wide)] * 5
+    p, pp, lm = fm.ExportWrapper(fm.Ensemble(widths=wide).eval())(torch.zeros(2, 1, 48, 48))
+    assert p.shape == (2, 7) and pp.shape == (2, 5, 7) and lm.shape == (2, 68, 2)
+    for bad in ("32,64,128", "32,64,128,256,512", "32,x,128,256", "0,64,128,256", ""):
+        with pytest.raises(ValueError, match="widths"):
+            fm.parse_widths(bad)
+
+
+def test_widening_keeps_what_the_model_computes():
+    torch.manual_seed(0)
+    m = fm.Ensemble().eval()
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():  # BatchNorm statistics and scales that differ per channel
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+            with torch.no_grad():
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    x = torch.rand(4, 1, 48, 48) * 2 - 1
+    logits, lms = m(x)
+    for widths in ((32, 64, 128, 256), (16, 40, 64, 200)):  # exact copies; uneven copy counts
+        wide = fm.widen(m, widths).eval()
+        assert [s.backbone.out_dim for s in wide.subnets] == [widths[-1]] * 5
+        wl, wm = wide(x)
+        assert torch.allclose(wl, logits, atol=1e-5) and torch.allclose(wm, lms, atol=1e-5)
+    noisy, _ = fm.widen(m, (32, 64, 128, 256), noise=0.01, seed=3).eval()(x)
+    assert 1e-6 < (noisy - logits).abs().max() < 0.1
+    with pytest.raises(ValueError, match="cannot widen"):
+        fm.widen(m, (8, 32, 64, 128))
+
+
 def test_forward_shapes():
     m = fm.Ensemble().eval()
     p, pp, lm = fm.ExportWrapper(m)(torch.zeros(3, 1, 48, 48))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 import fermodel as fm
@@ -89,3 +90,18 @@ def test_pipeline_smoke(tmp_path):
     # stage 1 resumes from its checkpoint instead of starting over
     out = run(MODELS / "train.py", "stage1", "--out", runs / "s1", "--epochs", "1", *common, env=env)
     assert "resumed at step" in out, out
+    # wider backbones (the accuracy/latency trade-off), trained from stage 1 or widened from a trained
+    # model; stage 3 and export take the widths from the checkpoint
+    run(MODELS / "train.py", "stage1", "--out", runs / "s1w", "--epochs", "1", "--widths", "32,32,48,64", *common,
+        env=env)
+    out = run(MODELS / "train.py", "stage3", "--init", runs / "s2" / "best.pt", "--out", runs / "s3w", "--epochs", "1",
+              "--widen", "32,48,80,144", *common, env=env)
+    assert "widened [16, 32, 64, 128] -> [32, 48, 80, 144]" in out, out
+    for ckpt, widths in ((runs / "s1w" / "last.pt", [32, 48, 64]), (runs / "s3w" / "best.pt", [32, 48, 80, 144])):
+        run(MODELS / "export.py", "--ckpt", ckpt, "--out", tmp_path / "wide", "--cache", cache, env=env)
+        graph = onnx.load(tmp_path / "wide" / "model.onnx").graph
+        assert sorted({i.dims[0] for i in graph.initializer if len(i.dims) == 4}) == widths
+    # resuming a run with other widths fails with the reason
+    r = subprocess.run([sys.executable, MODELS / "train.py", "stage1", "--out", runs / "s1w", "--epochs", "1", *common],
+                       cwd=fm.REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "widths [32, 32, 48, 64], not [16, 32, 64, 128]" in r.stderr, r.stderr[-2000:]
