@@ -55,12 +55,9 @@ if [ "${FERRITE_SKIP_ARM:-0}" = 1 ]; then
   stage "done: Arm checks skipped (FERRITE_SKIP_ARM=1)"
   exit 0
 fi
-# The checks' binaries need no LTO (the results are the same; see cross/build.sh --fast), and their
-# dependencies only opt-level 1 (ferrite itself keeps 3, Cargo.toml): Rust does not reorder float
-# arithmetic at any level, so the outputs compared are the same, and the build takes less time. The
+# The checks' binaries need no LTO (the results are the same; see cross/build.sh --fast); the
 # board's vivid feeder is built in the same cargo run, so no dependency builds twice.
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
 stage "cross/build.sh --target aarch64 --with-feeder"
 ./cross/build.sh --target aarch64 --with-feeder
 stage "cross/equivalence.py under qemu-user"
