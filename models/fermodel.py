@@ -61,8 +61,7 @@ def preprocess_gray(img_u8: np.ndarray, size: int | None = None) -> np.ndarray:
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
-    """"16,32,64,128" -> (16, 32, 64, 128): four positive block widths. The runtime's direct kernels
-    tile channels by 16, so other widths run, but slower."""
+    """"16,32,64,128" -> (16, 32, 64, 128): four positive block widths (train.py --widths, --widen)."""
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:
