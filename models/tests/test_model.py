@@ -23,6 +23,19 @@ def test_parameter_count():
     assert fm.ensemble_param_count(m3)[1] == 1_646_835
 
 
+@torch.no_grad()
+def vary_batchnorm(model, scales=False, seed=1):
+    """BatchNorm statistics (and with `scales`, scales) that differ per channel, as after training."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+            if scales:
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    return model
+
+
 def subnet_params(widths, n_classes=7, hidden=128):
     """The Keras-style count written out: per block two 3x3 convs with bias and two BatchNorms (4
     numbers per channel each), then the three-layer classification head."""
@@ -48,14 +61,7 @@ def test_widths_change_the_backbone_and_the_count():
 
 def test_widening_keeps_what_the_model_computes():
     torch.manual_seed(0)
-    m = fm.Ensemble().eval()
-    g = torch.Generator().manual_seed(1)
-    for mod in m.modules():  # BatchNorm statistics and scales that differ per channel
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-            with torch.no_grad():
-                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    m = vary_batchnorm(fm.Ensemble().eval(), scales=True)
     x = torch.rand(4, 1, 48, 48) * 2 - 1
     logits, lms = m(x)
     for widths in ((32, 64, 128, 256), (16, 40, 64, 200)):  # exact copies; uneven copy counts
@@ -79,13 +85,7 @@ def test_forward_shapes():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.manual_seed(0)
-    m = fm.Ensemble().eval()
-    # non-trivial BN statistics so that folding matters
-    g = torch.Generator().manual_seed(1)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    m = vary_batchnorm(fm.Ensemble().eval())  # so that folding matters
     d = tmp_path_factory.mktemp("export")
     fm.export_onnx(m, d / "fp32.onnx", 48)
     x = np.random.RandomState(0).uniform(-1, 1, (64, 1, 48, 48)).astype(np.float32)
